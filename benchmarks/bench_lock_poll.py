@@ -1,0 +1,71 @@
+"""Why the FileLock poll interval scales with the number of buyers.
+
+filelock never blocks in the kernel; a waiting buyer retries flock(LOCK_NB)
+every ``poll_interval``. Two costs pull against each other:
+
+* handoff: after the holder releases, some waiter notices at its next try,
+  about poll/W later with W waiters (filelock's 50 ms default: 25-50 ms per
+  handoff when few wait);
+* churn: W waiters make W/poll failed open+flock+close calls per second,
+  which on 2 cores steals CPU from the holder.
+
+The table compares fixed intervals with the lab's scaled one
+(``lab.variants.locked.file_lock_poll_interval``) on both ends.
+Run: ``.venv/bin/python benchmarks/bench_lock_poll.py``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from lab.model import Latency, Scenario
+from lab.runner import run
+from lab.variants import VARIANTS, locked
+
+SCALED = locked.file_lock_poll_interval
+
+
+def measure(poll: Callable[[int, int], float], buyers: int, latency: float) -> float:
+    locked.file_lock_poll_interval = poll  # type: ignore[assignment]  # buyers fork after this
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            scenario = Scenario(
+                buyers=buyers, tickets=buyers, latency=Latency(latency, latency), seed=1
+            )
+            result = run(VARIANTS["locked"], scenario, data=Path(tmp) / "data.json")
+    finally:
+        locked.file_lock_poll_interval = SCALED
+    assert result.consistent, result.to_json()
+    return result.elapsed_s
+
+
+def fixed(seconds: float) -> Callable[[int, int], float]:
+    return lambda buyers, index: seconds
+
+
+def main() -> None:
+    herd = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    print("# filelock poll interval\n")
+    print(
+        f"| poll interval | 20 buyers holding 10 ms: ms per buyer (raw flock ceiling ~10.6) "
+        f"| {herd} buyers at latency 0: s after the gun |"
+    )
+    print("|---|---|---|")
+    cases = [
+        ("fixed 50 ms (filelock default)", fixed(0.05)),
+        ("fixed 5 ms", fixed(0.005)),
+        ("fixed 1 ms", fixed(0.001)),
+        ("scaled: 0.1 ms x buyers, 1-250 ms (the lab's)", SCALED),
+    ]
+    for label, poll in cases:
+        handoff = statistics.median(measure(poll, 20, 0.010) for _ in range(3)) / 20 * 1000
+        crowd = measure(poll, herd, 0.0)
+        print(f"| {label} | {handoff:.1f} | {crowd:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

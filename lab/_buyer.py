@@ -1,0 +1,160 @@
+"""The buyer's side of a run: what a variant's program can call besides the store.
+
+A variant's program is the notes' ``run(name)``: it receives a :class:`Buyer`
+(``me``) and reads like the notes::
+
+    count = me.store.read()       # 再次确认票
+    me.read(count)                # report what it read
+    me.network_latency()          # 模拟网络延迟: the race window
+    ...
+
+Reports travel to the runner as small messages on one shared pipe. A pipe
+write of fewer than ``PIPE_BUF`` (4096) bytes is atomic, so many buyers can
+share the pipe without a lock, and a buyer killed mid-report can never leave
+half a message or a lock held behind it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Barrier, Event
+from typing import Any
+
+from lab.model import BuyerEvent, EventKind
+from lab.store import Store
+
+__all__ = ["Buyer", "BuyerSpec", "decode", "encode"]
+
+#: Kept well under PIPE_BUF so a report is one atomic write.
+_MAX_DETAIL = 600
+
+
+def encode(kind: str, buyer: int, t: float, count: int | None = None, detail: str = "") -> bytes:
+    return json.dumps(
+        {"k": kind, "b": buyer, "t": t, "c": count, "d": detail[:_MAX_DETAIL]},
+        ensure_ascii=False,
+    ).encode()
+
+
+def decode(raw: bytes) -> tuple[str, int, float, int | None, str]:
+    msg = json.loads(raw)
+    return msg["k"], msg["b"], msg["t"], msg["c"], msg["d"]
+
+
+@dataclass(frozen=True)
+class BuyerSpec:
+    """What the runner decides for one buyer before it starts."""
+
+    index: int
+    name: str
+    #: this buyer's simulated network latency, drawn by the runner from the seed
+    latency_s: float
+    #: how many buyers take part in the run (a lock may tune itself to the crowd)
+    buyers: int = 1
+
+
+class Buyer:
+    """One buyer process's handle: its name, the store, its latency, and its reports."""
+
+    def __init__(
+        self,
+        spec: BuyerSpec,
+        store: Store,
+        sink: Connection,
+        lockstep: Barrier | None = None,
+    ) -> None:
+        self.index = spec.index
+        self.name = spec.name
+        self.store = store
+        self.latency_s = spec.latency_s
+        self.buyers = spec.buyers
+        self._sink = sink
+        self._lockstep = lockstep
+
+    # -- reports ---------------------------------------------------------------
+
+    def _send(self, kind: str, count: int | None = None, detail: str = "") -> None:
+        self._sink.send_bytes(encode(kind, self.index, time.monotonic(), count, detail))
+
+    def searched(self, count: int) -> None:
+        """查票: report the ``ticket_num`` seen when searching."""
+        self._send("search", count)
+
+    def read(self, count: int) -> None:
+        """再次确认票: report the ``ticket_num`` read right before deciding."""
+        self._send("read", count)
+
+    def bought(self, ticket: int) -> None:
+        """买票成功: report a sale of ticket number ``ticket`` (the count decremented from)."""
+        self._send("bought", ticket)
+
+    def sold_out(self, count: int) -> None:
+        """很倒霉 没有抢到票: report that the count was 0 when it decided."""
+        self._send("sold_out", count)
+
+    def failed(self, exc: BaseException) -> None:
+        self._send("error", None, f"{type(exc).__name__}: {exc}")
+
+    # -- the race window ---------------------------------------------------------
+
+    def network_latency(self) -> None:
+        """模拟网络延迟: wait this buyer's latency, the gap between its read and its write.
+
+        In lockstep mode every buyer first waits here until all buyers have
+        arrived, so every read happens before any write and an unprotected
+        read-check-write races in every run. A buyer that waits here while
+        holding a lock can never be joined by the others; the barrier then times
+        out, breaks, and the run goes on (reported as ``lockstep_broken``).
+        """
+        if self._lockstep is not None:
+            try:
+                self._lockstep.wait()
+            except threading.BrokenBarrierError:
+                self._send("lockstep_broken")
+        if self.latency_s > 0:
+            time.sleep(self.latency_s)
+
+
+Program = Callable[..., None]
+
+
+def buyer_main(  # noqa: PLR0917 - a Process target receives its args positionally
+    program: Program,
+    args: tuple[Any, ...],
+    spec: BuyerSpec,
+    store: Store,
+    sink: Connection,
+    gun: Event,
+    lockstep: Barrier | None,
+    gun_timeout: float,
+) -> None:
+    """Entry point of every buyer process: report ready, wait for the gun, run the program."""
+    # Ctrl-C reaches the whole process group; the runner handles it and reaps us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The CLI turns SIGTERM into an interrupt for itself; a buyer just dies when reaped.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # A buyer lives milliseconds; a collection would only copy the parent's pages.
+    gc.disable()
+    me = Buyer(spec, store, sink, lockstep)
+    me._send("ready")
+    if not gun.wait(gun_timeout):
+        return  # the runner gave up (or died): leave quietly rather than linger
+    try:
+        program(me, *args)
+    except Exception as exc:
+        # A torn read, a dead seller, a refused connection: the buyer's error, not the lab's.
+        me.failed(exc)
+    finally:
+        me._send("done")
+
+
+def to_event(kind: str, buyer: int, t: float, count: int | None, detail: str) -> BuyerEvent:
+    k: EventKind = kind  # type: ignore[assignment]
+    return BuyerEvent(buyer=buyer, kind=k, t=t, count=count, detail=detail)

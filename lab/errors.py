@@ -1,0 +1,68 @@
+"""Errors the lab reports as one line, never as a traceback.
+
+Every class says who raises it and when. Each keeps its constructor arguments
+in ``args`` (and defines ``__reduce__`` where ``__init__`` takes more than a
+message) so that an error raised in a buyer or seller process survives being
+pickled back to the runner.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DataFileBusy",
+    "LabError",
+    "RunStalled",
+    "ScenarioError",
+    "StoreCorrupted",
+    "UsageError",
+]
+
+
+class LabError(Exception):
+    """Base of every error the CLI turns into one line and a non-zero exit."""
+
+    #: exit status the CLI uses for this error (2: bad input, as argparse does)
+    exit_code: int = 2
+
+
+class UsageError(LabError):
+    """Raised by the CLI and the scenario loader when an option's value is invalid."""
+
+
+class ScenarioError(LabError):
+    """Raised by :mod:`lab.scenarios` when a scenario is missing or has a bad field."""
+
+
+class StoreCorrupted(LabError):
+    """Raised by :class:`lab.store.Store` when data.json cannot be read as ``{"ticket_num": N}``.
+
+    A buyer of the naive variant raises it when it reads the file in the instant
+    between another buyer's truncate and write: that is a *torn read*, and the
+    runner records it as the buyer's error instead of crashing.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(path, problem)
+        self.path = path
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+    def __reduce__(self) -> tuple[type[StoreCorrupted], tuple[str, str]]:
+        # __init__ needs both fields, so pickle must pass them back as constructor args.
+        return (type(self), (self.path, self.problem))
+
+
+class DataFileBusy(LabError):
+    """Raised by the runner when another ``lab run`` is already using the same data.json."""
+
+
+class RunStalled(LabError):
+    """Raised by the runner when no buyer made progress within the stall timeout.
+
+    The classic cause is a buyer that died holding a ``multiprocessing.Lock``:
+    nobody can ever acquire it again, so without this the run would hang forever.
+    """
+
+    exit_code = 1

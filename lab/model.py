@@ -1,0 +1,365 @@
+"""The lab's shared vocabulary: what a run is asked to do and what it saw.
+
+Like ``concurrent.futures._base``, this is the contract every other module
+speaks. The runner builds a :class:`Result`; the renderer reads it; nothing
+else passes between them. All tallies are properties derived from the buyers'
+receipts and the final file, so there is exactly one place that defines
+"oversold" or "lost update".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+__all__ = [
+    "BuyerEvent",
+    "Conflict",
+    "EventKind",
+    "Latency",
+    "Outcome",
+    "Receipt",
+    "Result",
+    "Scenario",
+]
+
+#: What a buyer reports, in order: the count it saw when it searched (查票), the
+#: count it read before buying (再次确认票), then exactly one outcome.
+EventKind = Literal["search", "read", "bought", "sold_out", "error", "lockstep_broken"]
+#: ``unknown``: the buyer vanished (killed, or the run was interrupted) before
+#: reporting an outcome, so it may or may not have bought.
+Outcome = Literal["bought", "sold_out", "error", "unknown"]
+
+OUTCOMES: tuple[Outcome, ...] = ("bought", "sold_out", "error", "unknown")
+
+_LATENCY = re.compile(r"^\s*(?P<low>[0-9]*\.?[0-9]+)\s*(?:-\s*(?P<high>[0-9]*\.?[0-9]+))?\s*s?\s*$")
+#: One simulated network wait longer than this is a typo, not a lesson.
+MAX_LATENCY_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Latency:
+    """The simulated network latency each buyer waits between reading and writing.
+
+    The notes use ``time.sleep(random.randint(1, 3))``; the lab draws a float
+    uniformly from ``[low, high]`` so that short demos (``0.05-0.2``) work too.
+    """
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.low <= self.high <= MAX_LATENCY_S):
+            raise ValueError(f"latency must satisfy 0 <= low <= high <= {MAX_LATENCY_S:g} s")
+
+    @classmethod
+    def parse(cls, spec: str) -> Latency:
+        """Parse ``"0"``, ``"0.2"``, ``"0.05-0.2"`` or ``"1-3s"`` (seconds)."""
+        match = _LATENCY.match(spec)
+        if match is None:
+            raise ValueError(f"expected seconds like 0, 0.2 or 0.05-0.2, got {spec!r}")
+        low = float(match["low"])
+        high = float(match["high"]) if match["high"] is not None else low
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"latency must be finite, got {spec!r}")
+        if low > high:
+            raise ValueError(f"the low end must not exceed the high end, got {spec!r}")
+        if high > MAX_LATENCY_S:
+            raise ValueError(f"at most {MAX_LATENCY_S:g} s, got {spec!r}")
+        return cls(low, high)
+
+    def __str__(self) -> str:
+        if self.low == self.high:
+            return f"{self.low:g} s"
+        return f"{self.low:g}–{self.high:g} s"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What one run is asked to do. Loaded from ``scenarios/*.toml``; CLI flags override fields."""
+
+    name: str = "custom"
+    description: str = ""
+    buyers: int = 10
+    #: tickets to put in data.json before the start gun. ``None`` keeps the
+    #: count already in a ``--data`` file (and means 1 for a fresh file).
+    tickets: int | None = None
+    latency: Latency = field(default_factory=lambda: Latency(1.0, 3.0))
+    #: seeds the latency draws; the runner picks and reports one when it is None
+    seed: int | None = None
+    #: hold every buyer in the race window until all have arrived, so that an
+    #: unprotected read-check-write races in every run, not "usually"
+    lockstep: bool = False
+    #: which mutex the ``locked`` variant uses: "file" (filelock) or "mp" (multiprocessing.Lock)
+    lock: Literal["file", "mp"] = "file"
+
+
+@dataclass(frozen=True)
+class BuyerEvent:
+    """One thing one buyer saw or did, stamped in seconds since the start gun."""
+
+    buyer: int
+    kind: EventKind
+    t: float
+    count: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Everything one buyer saw and did, folded from its events."""
+
+    buyer: int
+    name: str
+    events: tuple[BuyerEvent, ...] = ()
+
+    def _last(self, *kinds: EventKind) -> BuyerEvent | None:
+        found = [e for e in self.events if e.kind in kinds]
+        return found[-1] if found else None
+
+    @property
+    def outcome(self) -> Outcome:
+        last = self._last("bought", "sold_out", "error")
+        return "unknown" if last is None else last.kind  # type: ignore[return-value]
+
+    @property
+    def searched(self) -> int | None:
+        """The ``ticket_num`` this buyer saw when it searched (查票)."""
+        event = self._last("search")
+        return None if event is None else event.count
+
+    @property
+    def read(self) -> int | None:
+        """The ``ticket_num`` this buyer read right before deciding to buy."""
+        event = self._last("read")
+        return None if event is None else event.count
+
+    @property
+    def ticket(self) -> int | None:
+        """The ticket it took: the count it decremented from (``None`` unless bought)."""
+        event = self._last("bought")
+        return None if event is None else event.count
+
+    @property
+    def error(self) -> str | None:
+        event = self._last("error")
+        return None if event is None else event.detail
+
+    @property
+    def t_read(self) -> float | None:
+        event = self._last("read")
+        return None if event is None else event.t
+
+    @property
+    def t_done(self) -> float | None:
+        event = self._last("bought", "sold_out", "error")
+        return None if event is None else event.t
+
+    @property
+    def lockstep_broken(self) -> bool:
+        return self._last("lockstep_broken") is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "buyer": self.buyer,
+            "name": self.name,
+            "outcome": self.outcome,
+            "searched": self.searched,
+            "read": self.read,
+            "ticket": self.ticket,
+            "error": self.error,
+            "t_read": self.t_read,
+            "t_done": self.t_done,
+            "events": [
+                {"kind": e.kind, "t": round(e.t, 6), "count": e.count, "detail": e.detail}
+                for e in self.events
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """One ticket handed to several buyers: the evidence behind a double sale.
+
+    ``buyers`` are in the order their writes landed, so each one after the
+    first overwrote the write before it (a lost update).
+    """
+
+    ticket: int
+    buyers: tuple[int, ...]
+    #: True when every one of them had read the count before the first of them wrote
+    all_read_before_first_write: bool
+
+
+@dataclass(frozen=True)
+class Result:
+    """One finished (or interrupted) run: the receipts, the file at the end, and the tallies."""
+
+    variant: str
+    scenario: Scenario
+    #: ``ticket_num`` in data.json when the start gun fired
+    tickets: int
+    #: ``ticket_num`` in data.json after every buyer finished (``None``: unreadable)
+    remaining: int | None
+    receipts: tuple[Receipt, ...]
+    elapsed_s: float
+    data_path: str
+    seed: int
+    start_method: str
+    expected_safe: bool
+    #: what data.json held at the end, verbatim (for "what does the file say now?")
+    final_text: str = ""
+    #: why the final file could not be read, if it could not
+    final_problem: str | None = None
+    #: the mutex the run used, for variants that have one
+    lock: str | None = None
+    interrupted: bool = False
+    #: the stall the runner detected (e.g. a lock holder died), if any
+    stalled: str | None = None
+
+    # -- tallies: every number the lab reports is derived here, once ----------------
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for r in self.receipts if r.outcome == outcome)
+
+    @property
+    def buyers(self) -> int:
+        return len(self.receipts)
+
+    @property
+    def sold(self) -> int:
+        """Buyers who were told they bought (买票成功)."""
+        return self.count("bought")
+
+    @property
+    def sold_out(self) -> int:
+        return self.count("sold_out")
+
+    @property
+    def errors(self) -> int:
+        return self.count("error")
+
+    @property
+    def unknown(self) -> int:
+        return self.count("unknown")
+
+    @property
+    def oversold(self) -> int:
+        """Sales beyond the tickets that existed: ``max(0, sold - tickets)``."""
+        return max(0, self.sold - self.tickets)
+
+    @property
+    def lost_updates(self) -> int | None:
+        """Decrements that vanished: ``sold - (tickets - remaining)``.
+
+        Non-zero even when nothing is oversold (100 tickets, 10 buyers, file
+        says 99): the "phantom inventory" a later sale will oversell.
+        ``None`` when the final file is unreadable, so nothing can be said.
+        """
+        if self.remaining is None:
+            return None
+        return self.sold - (self.tickets - self.remaining)
+
+    @cached_property
+    def conflicts(self) -> tuple[Conflict, ...]:
+        """Tickets sold to more than one buyer, each with its buyers in write order."""
+        by_ticket: dict[int, list[Receipt]] = defaultdict(list)
+        for receipt in self.receipts:
+            if receipt.ticket is not None:
+                by_ticket[receipt.ticket].append(receipt)
+        found = []
+        for ticket, holders in sorted(by_ticket.items(), reverse=True):
+            if len(holders) < 2:
+                continue
+            holders.sort(key=lambda r: (r.t_done or 0.0, r.buyer))
+            first_write = min(r.t_done or 0.0 for r in holders)
+            reads = [r.t_read for r in holders if r.t_read is not None]
+            found.append(
+                Conflict(
+                    ticket=ticket,
+                    buyers=tuple(r.buyer for r in holders),
+                    all_read_before_first_write=bool(reads) and max(reads) <= first_write,
+                )
+            )
+        return tuple(found)
+
+    @property
+    def double_sold(self) -> int:
+        """Ticket numbers handed to more than one buyer."""
+        return len(self.conflicts)
+
+    @property
+    def torn_reads(self) -> int:
+        """Errors from reading data.json mid-write (a subset of ``errors``)."""
+        return sum(
+            1 for r in self.receipts if r.outcome == "error" and "data.json" in (r.error or "")
+        )
+
+    @property
+    def lockstep_broken(self) -> bool:
+        return any(r.lockstep_broken for r in self.receipts)
+
+    @property
+    def consistent(self) -> bool:
+        """No oversell, no lost update, no error, no unknown outcome, a readable file."""
+        return (
+            self.oversold == 0
+            and self.lost_updates == 0
+            and self.errors == 0
+            and self.unknown == 0
+            and self.stalled is None
+        )
+
+    @property
+    def raced(self) -> bool:
+        """The race left a visible mark: an oversell, a lost update, or a double sale."""
+        return self.oversold > 0 or (self.lost_updates or 0) != 0 or self.double_sold > 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The machine-readable run, as ``lab run --json`` prints it."""
+        return {
+            "variant": self.variant,
+            "scenario": self.scenario.name,
+            "expected_safe": self.expected_safe,
+            "lock": self.lock,
+            "buyers": self.buyers,
+            "tickets": self.tickets,
+            "latency": {"low": self.scenario.latency.low, "high": self.scenario.latency.high},
+            "lockstep": self.scenario.lockstep,
+            "seed": self.seed,
+            "start_method": self.start_method,
+            "sold": self.sold,
+            "sold_out": self.sold_out,
+            "remaining": self.remaining,
+            "oversold": self.oversold,
+            "lost_updates": self.lost_updates,
+            "double_sold": self.double_sold,
+            "errors": self.errors,
+            "unknown": self.unknown,
+            "consistent": self.consistent,
+            "interrupted": self.interrupted,
+            "stalled": self.stalled,
+            "elapsed_s": round(self.elapsed_s, 6),
+            "data_path": self.data_path,
+            "final_text": self.final_text,
+            "conflicts": [{"ticket": c.ticket, "buyers": list(c.buyers)} for c in self.conflicts],
+            "receipts": [r.to_json() for r in self.receipts],
+        }
+
+
+def receipts_from_events(
+    names: Mapping[int, str], events: Iterable[BuyerEvent]
+) -> tuple[Receipt, ...]:
+    """Fold a run's event stream into one receipt per buyer (buyers with no events included)."""
+    per_buyer: dict[int, list[BuyerEvent]] = {i: [] for i in names}
+    for event in events:
+        per_buyer.setdefault(event.buyer, []).append(event)
+    return tuple(
+        Receipt(buyer=i, name=names.get(i, f"buyer {i}"), events=tuple(per_buyer[i]))
+        for i in sorted(per_buyer)
+    )

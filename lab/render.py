@@ -1,0 +1,338 @@
+"""Results -> rich renderables. Pure: nothing here prints.
+
+Tests render into ``Console(file=io.StringIO(), width=100)`` and read the
+text. The CLI is the only place that prints what these functions return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from lab.model import BuyerEvent, Result, Scenario
+from lab.variants.protocol import Variant
+
+__all__ = [
+    "Lang",
+    "buyer_name",
+    "event_line",
+    "evidence",
+    "format_buyers",
+    "render_result",
+    "run_header",
+    "scenarios_table",
+    "variants_table",
+    "verdict",
+]
+
+Lang = Literal["en", "zh"]
+
+#: Above this many buyers the per-buyer table shows the interesting rows only.
+TABLE_ROWS = 20
+
+
+def buyer_name(index: int, lang: Lang = "en") -> str:
+    """``buyer 3``, or the notes' ``用户3``."""
+    return f"用户{index}" if lang == "zh" else f"buyer {index}"
+
+
+def format_buyers(indices: Iterable[int]) -> str:
+    """Compress runs of buyers: ``[0..9]`` -> ``0–9``; ``[1, 2, 3, 7]`` -> ``1–3 and 7``."""
+    nums = sorted(set(indices))
+    parts: list[str] = []
+    start = prev = None
+    for n in [*nums, None]:
+        if start is not None and prev is not None and (n is None or n != prev + 1):
+            parts.append(f"{start}" if start == prev else f"{start}–{prev}")
+            start = None
+        if n is not None and start is None:
+            start = n
+        prev = n
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def event_line(event: BuyerEvent, lang: Lang = "en") -> Text:
+    """One buyer report as the notes print it (``--verbose``)."""
+    who = buyer_name(event.buyer, lang)
+    stamp = Text(f"[{event.t:8.3f}s] ", style="dim")
+    if lang == "zh":
+        words = {
+            "search": f"{who}在查票 当前余票为:{event.count}",
+            "read": f"{who}再次确认票 余票为:{event.count}",
+            "bought": f"{who}买票成功",
+            "sold_out": f"{who}很倒霉 没有抢到票",
+            "error": f"{who}出错: {event.detail}",
+            "lockstep_broken": f"{who}: 锁步屏障超时 (锁让其他用户无法同时进入)",
+        }
+    else:
+        words = {
+            "search": f"{who} searched: ticket_num={event.count}",
+            "read": f"{who} read ticket_num={event.count} before buying",
+            "bought": f"{who} bought ticket #{event.count}",
+            "sold_out": f"{who} was unlucky: ticket_num was {event.count}, no ticket",
+            "error": f"{who} failed: {event.detail}",
+            "lockstep_broken": f"{who}: lockstep barrier timed out (a lock kept the others out)",
+        }
+    style = {"bought": "green", "sold_out": "yellow", "error": "red"}.get(event.kind, "")
+    return stamp + Text(words[event.kind], style=style)
+
+
+def verdict(result: Result, lang: Lang = "en") -> Text:
+    """The run in one plain sentence: oversold, lost updates, errors, or consistent."""
+    r = result
+    zh = lang == "zh"
+    if r.interrupted:
+        head = Text("中断: " if zh else "INTERRUPTED: ", style="bold yellow")
+        return head + Text(f"{r.sold} sold before the run was stopped; this tally is partial")
+    if r.stalled:
+        return Text("STALLED: ", style="bold red") + Text(r.stalled)
+    if r.oversold:
+        if zh:
+            return Text(f"超卖: {r.tickets}张票卖了{r.sold}次", style="bold red")
+        return Text(
+            f"OVERSOLD: {_plural(r.tickets, 'ticket')} sold {r.sold} times", style="bold red"
+        )
+    lost = r.lost_updates
+    if lost is None:
+        return Text(f"UNREADABLE: data.json at the end {r.final_problem}", style="bold red")
+    if lost > 0:
+        gone = r.tickets - (r.remaining or 0)
+        if zh:
+            return Text(f"丢失更新: 卖出{r.sold}张, 但data.json只减少了{gone}张", style="bold red")
+        return Text(
+            f"LOST UPDATES: {r.sold} sold, but data.json went down by only {gone} "
+            f"({r.remaining} of {r.tickets} still on offer)",
+            style="bold red",
+        )
+    if lost < 0:
+        return Text(
+            f"MISMATCH: data.json went down by {-lost} more than the {r.sold} sales reported",
+            style="bold red",
+        )
+    if r.errors:
+        if zh:
+            return Text(f"出错: {r.buyers}个用户中{r.errors}个失败", style="bold red")
+        return Text(f"ERRORS: {r.errors} of {r.buyers} buyers failed", style="bold red")
+    if r.unknown:
+        return Text(f"UNKNOWN: {r.unknown} buyers vanished before reporting", style="bold yellow")
+    if zh:
+        return Text(f"一致: 卖出{r.sold}张, 剩余{r.remaining}张", style="bold green")
+    return Text(f"consistent: {r.sold} sold, {r.remaining} remaining", style="bold green")
+
+
+def evidence(result: Result) -> list[str]:
+    """Sentences naming buyers that explain the verdict, from the same receipts as the tally."""
+    r = result
+    lines: list[str] = []
+    for conflict in r.conflicts[:3]:
+        who = format_buyers(conflict.buyers)
+        t = conflict.ticket
+        if conflict.all_read_before_first_write:
+            lines.append(f"Buyers {who} all read ticket_num={t} before any of them wrote.")
+        else:
+            lines.append(f"Buyers {who} each read ticket_num={t} and each sold ticket #{t}.")
+        first, second = conflict.buyers[0], conflict.buyers[1]
+        more = len(conflict.buyers) - 2
+        tail = (
+            f" ({_plural(more, 'more write')} overwrote the one before in the same way)"
+            if more
+            else ""
+        )
+        lines.append(
+            f"Buyer {second} overwrote buyer {first}'s write: both read ticket_num={t} "
+            f"and both wrote {t - 1}.{tail}"
+        )
+    if len(r.conflicts) > 3:
+        lines.append(f"…and {len(r.conflicts) - 3} more tickets were sold more than once.")
+    torn = [x for x in r.receipts if x.outcome == "error"]
+    if torn:
+        first_err = torn[0]
+        lines.append(
+            f"Buyer {first_err.buyer} failed: {first_err.error}"
+            + (f" ({len(torn) - 1} more like it)" if len(torn) > 1 else "")
+        )
+        if any("empty" in (x.error or "") for x in torn):
+            lines.append(
+                "A torn read: the notes' open('w') empties data.json before json.dump refills it, "
+                "and a buyer read it in between."
+            )
+    if r.lockstep_broken:
+        lines.append(
+            "Lockstep could not gather every buyer in the race window: the lock let only one in "
+            "at a time, which is the fix working."
+        )
+    if r.stalled:
+        lines.append("The runner stopped the stalled buyers and reaped every process.")
+    if not r.raced and not r.errors and not r.interrupted and not r.stalled:
+        if r.expected_safe:
+            taken = sorted((x.ticket for x in r.receipts if x.ticket is not None), reverse=True)
+            if taken:
+                span = f"#{taken[0]}" if len(taken) == 1 else f"#{taken[0]}…#{taken[-1]}"
+                lines.append(
+                    f"Every sale took a different ticket ({span}); "
+                    f"{_plural(r.sold_out, 'buyer')} read ticket_num=0 and went without."
+                )
+        else:
+            lines.append(
+                "No race this time: races are intermittent, and every buyer happened to read "
+                "after the previous write landed. Widen the window with --latency 0.05-0.2, "
+                "or force the overlap with --lockstep."
+            )
+    return lines
+
+
+def run_header(
+    variant: str, scenario: Scenario, tickets: int | str, seed: int | str, lock: str | None
+) -> Text:
+    """One line saying what is about to run (or ran)."""
+    parts = [variant + (f" (--lock {lock})" if lock else ""), _plural(scenario.buyers, "buyer")]
+    parts.append(_plural(tickets, "ticket") if isinstance(tickets, int) else f"{tickets} tickets")
+    parts.append(f"latency {scenario.latency}")
+    if scenario.lockstep:
+        parts.append("lockstep")
+    parts.append(f"seed {seed}")
+    return Text(" · ".join(parts), style="bold")
+
+
+def _tally_table(r: Result) -> Table:
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    columns = {
+        "sold": r.sold,
+        "remaining": "?" if r.remaining is None else r.remaining,
+        "oversold": r.oversold,
+        "lost updates": "?" if r.lost_updates is None else r.lost_updates,
+        "double-sold": r.double_sold,
+        "errors": r.errors,
+    }
+    if r.unknown:
+        columns["unknown"] = r.unknown
+    for name in columns:
+        table.add_column(name, justify="right")
+    bad = {"oversold", "lost updates", "double-sold", "errors", "unknown"}
+    table.add_row(
+        *[
+            Text(str(v), style="bold red" if k in bad and v not in (0, "0") else "")
+            for k, v in columns.items()
+        ]
+    )
+    return table
+
+
+def _receipts_table(r: Result) -> Table:
+    table = Table(title="who read what", title_justify="left", show_edge=False, pad_edge=False)
+    for name, justify in (
+        ("buyer", "right"),
+        ("searched", "right"),
+        ("read at buy", "right"),
+        ("outcome", "left"),
+        ("took ticket", "right"),
+        ("wrote", "right"),
+        ("done at", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    contested = {b for c in r.conflicts for b in c.buyers}
+    rows = list(r.receipts)
+    if len(rows) > TABLE_ROWS:
+        # Show the evidence first: double-sold buyers, then failures, then the rest.
+        rows.sort(key=lambda x: (x.buyer not in contested, x.outcome != "error", x.buyer))
+    for x in rows[:TABLE_ROWS]:
+        style = {"bought": "green", "sold_out": "yellow", "error": "red", "unknown": "magenta"}[
+            x.outcome
+        ]
+        ticket = (
+            f"#{x.ticket}" + (" (double)" if x.buyer in contested else "")
+            if x.ticket is not None
+            else ""
+        )
+        table.add_row(
+            str(x.buyer),
+            "" if x.searched is None else str(x.searched),
+            "" if x.read is None else str(x.read),
+            Text(x.outcome, style=style),
+            Text(ticket, style="bold red" if x.buyer in contested else ""),
+            "" if x.ticket is None else f"ticket_num={x.ticket - 1}",
+            "" if x.t_done is None else f"{x.t_done:.3f}s",
+        )
+    if len(rows) > TABLE_ROWS:
+        table.caption = f"…{len(rows) - TABLE_ROWS} more buyers (see --json for all)"
+        table.caption_justify = "left"
+    return table
+
+
+def render_result(
+    result: Result, lang: Lang = "en", *, table: bool | None = None, header: bool = True
+) -> RenderableType:
+    """The summary panel (verdict + evidence), the per-buyer table and the tally."""
+    r = result
+    body = Text()
+    body.append_text(verdict(r, lang))
+    for sentence in evidence(r):
+        body.append("\n" + sentence)
+    title = f"{r.variant}: {'expected to hold' if r.expected_safe else 'expected to race'}"
+    border = "green" if r.consistent else "red"
+    parts: list[RenderableType] = [
+        Panel(body, title=title, title_align="left", border_style=border),
+    ]
+    if header:
+        parts.insert(0, run_header(r.variant, r.scenario, r.tickets, r.seed, r.lock))
+    if table if table is not None else r.buyers <= TABLE_ROWS or not r.consistent:
+        parts.append(_receipts_table(r))
+    parts.append(Text())
+    parts.append(_tally_table(r))
+    where = Text(f"\ndata.json: {r.data_path}\n", style="dim")
+    where.append(f"now holds: {r.final_text.strip() or '(empty)'}", style="")
+    parts.append(where)
+    parts.append(
+        Text(
+            f"elapsed {r.elapsed_s:.3f} s after the start gun · {r.start_method} · "
+            f"--seed {r.seed} repeats these latency draws",
+            style="dim",
+        )
+    )
+    return Group(*parts)
+
+
+def variants_table(variants: Mapping[str, Variant]) -> Table:
+    """``lab variants``: each variant, whether it should hold, and why."""
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("variant", style="bold")
+    table.add_column("expected")
+    table.add_column("what it is")
+    for name in sorted(variants):
+        v = variants[name]
+        table.add_row(
+            name,
+            Text("holds", style="green") if v.safe else Text("races", style="red"),
+            v.summary,
+        )
+    return table
+
+
+def scenarios_table(scenarios: Sequence[Scenario]) -> Table:
+    """``lab scenarios``: each preset and what it teaches."""
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("scenario", style="bold")
+    table.add_column("buyers", justify="right")
+    table.add_column("tickets", justify="right")
+    table.add_column("latency")
+    table.add_column("what it teaches")
+    for s in scenarios:
+        table.add_row(
+            s.name,
+            str(s.buyers),
+            "" if s.tickets is None else str(s.tickets),
+            str(s.latency),
+            s.description,
+        )
+    return table

@@ -1,0 +1,168 @@
+"""The only code that touches data.json.
+
+The file is the notes' ``{"ticket_num": N}``. Two ways to write it are kept
+side by side on purpose:
+
+* :meth:`Store.write_in_place` is the notes' ``open('w')`` + ``json.dump``. The
+  open truncates the file first, so for a moment it is empty: a buyer that
+  reads then sees a *torn* file. The naive variant keeps it to show that.
+* :meth:`Store.write_atomic` writes a temporary file beside it, fsyncs it and
+  ``os.replace``-s it over data.json. A reader sees the old file or the new
+  one, never half of one, and a writer killed mid-write leaves the old file.
+  Every safe variant uses it.
+
+Reads are strict: anything but a JSON object holding exactly one whole,
+non-negative ``ticket_num`` is a :class:`~lab.errors.StoreCorrupted` that
+names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from lab.errors import StoreCorrupted
+
+__all__ = ["MAX_TICKETS", "Store"]
+
+#: A count above this is a corrupt or hostile file, not a ticket sale.
+MAX_TICKETS = 1_000_000_000
+#: data.json is a few bytes; refuse to slurp something huge by mistake.
+_MAX_BYTES = 64 * 1024
+
+
+class Store:
+    """data.json at ``path``, plus the lock file beside it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    @property
+    def lock_path(self) -> Path:
+        """Where the ``locked`` variant's file lock lives: beside data.json, never inside it."""
+        return self.path.with_name(self.path.name + ".lock")
+
+    # -- reading ---------------------------------------------------------------
+
+    def read(self) -> int:
+        """Return ``ticket_num``; raise :class:`StoreCorrupted` naming the problem."""
+        return self.parse(self._read_text())
+
+    def read_text(self) -> str:
+        """The file's text as it is, for showing the user what it holds."""
+        return self._read_text()
+
+    def _read_text(self) -> str:
+        name = str(self.path)
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read(_MAX_BYTES + 1)
+        except FileNotFoundError:
+            raise StoreCorrupted(name, "does not exist") from None
+        except IsADirectoryError:
+            raise StoreCorrupted(name, "is a directory, not a file") from None
+        except PermissionError:
+            raise StoreCorrupted(name, "cannot be read: permission denied") from None
+        except OSError as exc:
+            raise StoreCorrupted(name, f"cannot be read: {exc.strerror or exc}") from None
+        if len(raw) > _MAX_BYTES:
+            raise StoreCorrupted(name, f"is larger than {_MAX_BYTES} bytes; not a ticket file")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise StoreCorrupted(name, "is not UTF-8 text") from None
+
+    def parse(self, text: str) -> int:
+        """Validate the text of data.json and return its ``ticket_num``."""
+        name = str(self.path)
+        if not text.strip():
+            raise StoreCorrupted(
+                name, "is empty (read between another writer's truncate and its write?)"
+            )
+        try:
+            data = json.loads(text)
+        except ValueError as exc:  # JSONDecodeError, and int() digit limits
+            raise StoreCorrupted(name, f"is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise StoreCorrupted(
+                name, f'must hold an object like {{"ticket_num": 1}}, found {type(data).__name__}'
+            )
+        if "ticket_num" not in data:
+            raise StoreCorrupted(name, 'has no "ticket_num" key')
+        extra = sorted(str(k) for k in data if k != "ticket_num")
+        if extra:
+            raise StoreCorrupted(name, f"has unexpected keys: {', '.join(extra)}")
+        count = data["ticket_num"]
+        # bool is an int subclass: reject true/false explicitly.
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise StoreCorrupted(name, f"ticket_num must be a whole number, got {count!r}")
+        if count < 0:
+            raise StoreCorrupted(name, f"ticket_num must not be negative, got {count}")
+        if count > MAX_TICKETS:
+            raise StoreCorrupted(name, f"ticket_num {count} is larger than {MAX_TICKETS}")
+        return count
+
+    # -- writing ---------------------------------------------------------------
+
+    @staticmethod
+    def _encode(count: int) -> str:
+        return json.dumps({"ticket_num": count})
+
+    def write_in_place(self, count: int) -> None:
+        """The notes' write: ``open('w')`` truncates, then ``json.dump`` fills it.
+
+        Between the two, data.json is empty; a concurrent reader sees a torn file.
+        """
+        with open(self.path, "w", encoding="utf8") as f:
+            json.dump({"ticket_num": count}, f)
+
+    def write_atomic(self, count: int) -> None:
+        """Replace data.json whole: temp file, fsync, ``os.replace``. Never torn."""
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
+        try:
+            with os.fdopen(fd, "w", encoding="utf8") as f:
+                f.write(self._encode(count))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def reset(self, count: int) -> Path | None:
+        """Put ``count`` tickets in data.json (``--tickets``), creating it if needed.
+
+        If the file exists but is unreadable, it is first copied to a backup
+        beside it, whose path is returned, so a reset never destroys data.
+        """
+        if not 0 <= count <= MAX_TICKETS:
+            raise ValueError(f"tickets must be 0..{MAX_TICKETS}, got {count}")
+        backup = None
+        if self.path.is_dir():
+            raise StoreCorrupted(str(self.path), "is a directory, not a file")
+        if self.path.exists():
+            try:
+                self.read()
+            except StoreCorrupted:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                backup = self.path.with_name(f"{self.path.name}.bak-{stamp}-{os.getpid()}")
+                try:
+                    shutil.copy2(self.path, backup)
+                except OSError as exc:
+                    raise StoreCorrupted(
+                        str(self.path), f"is unreadable and could not be backed up ({exc.strerror})"
+                    ) from None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.write_atomic(count)
+        return backup

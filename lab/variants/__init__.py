@@ -1,0 +1,22 @@
+"""Every way the lab runs the ticket grab, in one registry.
+
+``VARIANTS`` is the only list of variants: the CLI's choices, ``lab
+variants``, ``lab compare`` and the tests all read it. Adding a variant means
+adding a module here and one line below.
+"""
+
+from __future__ import annotations
+
+from lab.variants.locked import Locked
+from lab.variants.naive import Naive
+from lab.variants.protocol import RunEnv, Stage, Variant
+from lab.variants.queued import Queued
+
+__all__ = ["VARIANTS", "RunEnv", "Stage", "Variant", "get"]
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (Naive(), Locked(), Queued())}
+
+
+def get(name: str) -> Variant:
+    """The registered variant called ``name`` (KeyError if there is none)."""
+    return VARIANTS[name]

@@ -1,0 +1,72 @@
+"""The contract every variant implements, and what the runner hands it.
+
+A variant is the notes' program with one mechanism swapped in or out. It
+does not start buyers or count anything: the runner does that, the same way
+for every variant, so that differences in the tally come from the mechanism
+alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from lab.model import Scenario
+from lab.store import Store
+
+__all__ = ["MpContext", "RunEnv", "Stage", "Variant"]
+
+#: A multiprocessing context (fork, spawn or forkserver). typeshed's
+#: BaseContext lacks ``Process``, which every concrete context has.
+MpContext = Any
+
+
+@dataclass(frozen=True)
+class RunEnv:
+    """What the runner gives a variant to set up its shared machinery."""
+
+    #: the multiprocessing context (start method chosen by the runner)
+    mp: MpContext
+    store: Store
+    scenario: Scenario
+    buyers: int
+    #: the longest any single wait (a reply, a lock, a join) may block before it is an error
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a variant hands back: the program each buyer runs, and its arguments.
+
+    Each buyer process calls ``program(me, *shared, *per_buyer[i])``. The
+    program must be a module-level function, so that it also works under the
+    ``spawn`` start method.
+    """
+
+    program: Callable[..., None]
+    shared: tuple[Any, ...] = ()
+    per_buyer: Sequence[tuple[Any, ...]] | None = None
+    #: the mutex in use, for the report ("file", "mp"), if the variant has one
+    lock: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Variant(Protocol):
+    """One way to run the ticket grab."""
+
+    #: the name on the command line: ``lab run NAME``
+    name: str
+    #: one line for ``lab variants``
+    summary: str
+    #: whether it is expected never to oversell, lose an update or fail
+    safe: bool
+    #: one sentence on why it races or holds, for the README table and the report
+    why: str
+    #: the mutex kinds it can use (``--lock``); empty if it has no lock
+    locks: tuple[str, ...]
+
+    def stage(self, env: RunEnv) -> AbstractContextManager[Stage]:
+        """Set up shared machinery (a lock, a seller process) for one run; tear it down on exit."""
+        ...

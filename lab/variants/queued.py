@@ -1,0 +1,158 @@
+"""queue: one seller process owns data.json; buyers ask it through a queue.
+
+The fix it applies: only one process ever reads or writes the file, and it
+handles one request at a time, so a read-check-write can never interleave with
+another. This is the notes' next lesson, inter-process communication
+(进程间通信) with ``multiprocessing.Queue``, applied to the ticket grab::
+
+    buyer 0 ──┐                                    ┌───────────────────────┐
+    buyer 1 ──┼─ requests.put((i, "buy")) ───────► │ seller (one process)  │
+      ...     │        multiprocessing.Queue       │  read ticket_num      │
+    buyer N ──┘                                    │  if > 0: write n - 1  │──► data.json
+       ▲                                           │  reply ("bought", n)  │
+       └──────── replies[i].recv() ◄── Pipe ─────  └───────────────────────┘
+
+* A buyer: ``search`` = ask "search" and report the count; ``buy`` = spend its
+  network latency *first* (the request is still travelling), then ask "buy"
+  and report the seller's answer. The latency is the buyer's, outside the
+  seller, so the seller is never the bottleneck of a slow network.
+* The seller: takes requests in arrival order; for "buy" it reads, checks and
+  writes (atomically) before it looks at the next request.
+* Each buyer gets its answer on its own one-way ``Pipe``: the seller answers
+  the right buyer without any shared reply channel to lock.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
+from multiprocessing.queues import Queue
+from typing import Any
+
+from lab._buyer import Buyer
+from lab.errors import LabError
+from lab.store import Store
+from lab.variants.protocol import RunEnv, Stage
+
+__all__ = ["Queued", "ask", "buy", "run", "seller"]
+
+Request = tuple[int, str]
+Reply = tuple[str, Any]
+
+#: How often an idle seller checks that the runner is still alive.
+_IDLE_POLL_S = 0.2
+
+
+def seller(store: Store, requests: Queue[Request | None], replies: list[Connection]) -> None:
+    """The single owner of data.json: answer requests one at a time until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C and stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    runner = os.getppid()
+    while True:
+        try:
+            request = requests.get(timeout=_IDLE_POLL_S)
+        except queue.Empty:
+            if os.getppid() != runner:
+                return  # the runner died: do not linger as an orphan
+            continue
+        if request is None:
+            return
+        buyer, op = request
+        reply: Reply
+        try:
+            count = store.read()
+            if op == "search":
+                reply = ("count", count)
+            elif op == "buy" and count > 0:
+                store.write_atomic(count - 1)
+                reply = ("bought", count)
+            elif op == "buy":
+                reply = ("sold_out", count)
+            else:
+                reply = ("error", f"unknown request {op!r}")
+        except (LabError, OSError) as exc:
+            reply = ("error", str(exc))
+        replies[buyer].send(reply)
+
+
+def ask(
+    me: Buyer, requests: Queue[Request | None], reply: Connection, op: str, timeout: float
+) -> Reply:
+    """Send one request and wait (bounded) for the seller's answer."""
+    requests.put((me.index, op))
+    if not reply.poll(timeout):
+        raise TimeoutError(f"the seller did not answer {op!r} within {timeout:g} s")
+    kind, value = reply.recv()
+    if kind == "error":
+        raise RuntimeError(f"the seller refused: {value}")
+    return kind, value
+
+
+def search(me: Buyer, requests: Queue[Request | None], reply: Connection, timeout: float) -> None:
+    """查票, by asking the seller."""
+    _, count = ask(me, requests, reply, "search", timeout)
+    me.searched(count)
+
+
+def buy(me: Buyer, requests: Queue[Request | None], reply: Connection, timeout: float) -> None:
+    """买票: wait out the network, then let the seller read-check-write for us."""
+    me.network_latency()  # the request is in flight; the seller is busy with others meanwhile
+    kind, count = ask(me, requests, reply, "buy", timeout)
+    me.read(count)  # the count the seller read for us, with nobody in between
+    if kind == "bought":
+        me.bought(ticket=count)
+    else:
+        me.sold_out(count)
+
+
+def run(me: Buyer, requests: Queue[Request | None], timeout: float, reply: Connection) -> None:
+    """The notes' ``run(name)``, talking to the seller instead of the file."""
+    search(me, requests, reply, timeout)
+    buy(me, requests, reply, timeout)
+
+
+class Queued:
+    name = "queue"
+    summary = "one seller process owns data.json; buyers send requests over a multiprocessing.Queue"
+    locks: tuple[str, ...] = ()
+    safe = True
+    why = (
+        "only the seller touches data.json and it finishes each read-check-write before "
+        "taking the next request, so there is nothing to interleave"
+    )
+
+    @contextmanager
+    def stage(self, env: RunEnv) -> Iterator[Stage]:
+        requests: Queue[Request | None] = env.mp.Queue()
+        pipes = [env.mp.Pipe(duplex=False) for _ in range(env.buyers)]
+        owner = env.mp.Process(
+            target=seller,
+            args=(env.store, requests, [send for _, send in pipes]),
+            name="lab-seller",
+            daemon=True,
+        )
+        owner.start()
+        try:
+            yield Stage(
+                program=run,
+                shared=(requests, env.timeout),
+                per_buyer=[(recv,) for recv, _ in pipes],
+            )
+        finally:
+            try:
+                requests.put(None)
+                owner.join(timeout=5)
+            finally:
+                if owner.is_alive():
+                    owner.kill()
+                    owner.join(timeout=5)
+                owner.close()
+                requests.close()
+                requests.join_thread()
+                for recv, send in pipes:
+                    recv.close()
+                    send.close()

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from multiprocessing import forkserver, resource_tracker
+
+import pytest
+
+from tests.helpers import children_of
+
+
+def _multiprocessing_singletons() -> set[int]:
+    """Helpers multiprocessing starts once per process and keeps on purpose (not the lab's).
+
+    spawn and forkserver start a resource tracker (and forkserver its server)
+    on first use; they live until the interpreter exits.
+    """
+    pids: set[int] = set()
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    if tracker is not None and getattr(tracker, "_pid", None):
+        pids.add(tracker._pid)
+    server = getattr(forkserver, "_forkserver", None)
+    if server is not None and getattr(server, "_forkserver_pid", None):
+        pids.add(server._forkserver_pid)
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def no_orphans() -> Iterator[None]:
+    """Every test must leave no child process behind: the runner reaps in ``finally``."""
+    before = set(children_of(os.getpid()))
+    yield
+    left = set(children_of(os.getpid())) - before - _multiprocessing_singletons()
+    assert not left, f"processes left behind by this test: {sorted(left)}"

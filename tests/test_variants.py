@@ -1,0 +1,149 @@
+"""The invariants, parametrized over the registry: safe variants hold, naive races.
+
+Like trio's test_sync, one invariant is checked against every implementation,
+so a new variant in the registry is tested the moment it is registered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+import lab.variants
+from lab.model import Latency, Scenario
+from lab.runner import draw_latencies, run
+from lab.variants import VARIANTS, locked
+from tests.helpers import case_id, run_variant, safe_cases
+
+SAFE = safe_cases()
+
+
+def test_registry_matches_modules_on_disk() -> None:
+    """One registry: every variant module on disk is registered, and nothing else is."""
+    here = Path(lab.variants.__file__).parent
+    modules = {p.stem for p in here.glob("*.py")} - {"__init__", "protocol"}
+    registered = {type(v).__module__.rsplit(".", 1)[1] for v in VARIANTS.values()}
+    assert registered == modules
+    for variant in VARIANTS.values():
+        assert variant.summary and variant.why
+        assert type(variant).__module__ and (
+            type(variant).__doc__ or __import__(type(variant).__module__).__doc__
+        )
+
+
+def test_registry_has_safe_and_unsafe_variants() -> None:
+    assert [n for n, v in VARIANTS.items() if not v.safe] == ["naive"]
+    assert ("locked", "file") in SAFE and ("locked", "mp") in SAFE and ("queue", None) in SAFE
+
+
+@pytest.mark.parametrize("case", SAFE, ids=case_id)
+@pytest.mark.parametrize("repeat", range(3))
+def test_safe_variant_never_oversells_at_latency_zero(
+    case: tuple[str, str | None], repeat: int, tmp_path: Path
+) -> None:
+    """40 buyers, 10 tickets, no latency: the hardest case for a fix (all contend at once)."""
+    name, lock = case
+    result = run_variant(name, tmp_path, buyers=40, tickets=10, lock=lock or "file", seed=repeat)
+    assert result.sold == 10
+    assert result.oversold == 0
+    assert result.lost_updates == 0
+    assert result.double_sold == 0
+    assert result.errors == 0
+    assert result.sold + result.remaining == result.tickets  # type: ignore[operator]
+    assert result.remaining == 0
+    assert result.consistent
+
+
+@pytest.mark.parametrize("case", SAFE, ids=case_id)
+def test_safe_variant_never_oversells_with_latency(
+    case: tuple[str, str | None], tmp_path: Path
+) -> None:
+    name, lock = case
+    result = run_variant(
+        name, tmp_path, buyers=12, tickets=4, lock=lock or "file", latency=Latency(0.0, 0.01)
+    )
+    assert (result.sold, result.remaining, result.oversold, result.lost_updates) == (4, 0, 0, 0)
+    assert result.errors == 0
+    assert sorted(r.ticket for r in result.receipts if r.ticket is not None) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("case", SAFE, ids=case_id)
+def test_safe_variant_when_tickets_outnumber_buyers(
+    case: tuple[str, str | None], tmp_path: Path
+) -> None:
+    name, lock = case
+    result = run_variant(name, tmp_path, buyers=10, tickets=100, lock=lock or "file")
+    assert (result.sold, result.remaining, result.lost_updates, result.errors) == (10, 90, 0, 0)
+    assert result.sold + result.remaining == result.tickets  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_naive_oversells_deterministically_in_lockstep(attempt: int, tmp_path: Path) -> None:
+    """Lockstep holds all buyers between read and write: every run sells the one ticket 10 times."""
+    result = run_variant("naive", tmp_path, buyers=10, tickets=1, lockstep=True, seed=attempt)
+    assert result.sold == 10
+    assert result.oversold == 9
+    assert result.lost_updates == 9
+    assert result.double_sold == 1
+    assert result.errors == 0  # every read happened before the first truncate
+    (conflict,) = result.conflicts
+    assert conflict.ticket == 1 and sorted(conflict.buyers) == list(range(10))
+    assert conflict.all_read_before_first_write
+
+
+def test_naive_shows_phantom_inventory(tmp_path: Path) -> None:
+    """100 tickets, 10 buyers: nothing oversold, yet 9 decrements vanish."""
+    result = run_variant("naive", tmp_path, buyers=10, tickets=100, lockstep=True)
+    assert result.oversold == 0
+    assert result.sold == 10
+    assert result.remaining == 99
+    assert result.lost_updates == 9
+
+
+@pytest.mark.parametrize("kind", locked.Locked.locks)
+def test_locked_without_its_lock_is_caught(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break the fix (swap the mutex for a no-op) and the same tally goes red.
+
+    This is the proof that the safe-variant tests above can fail: the buyers
+    are forked after the patch, so they run the locked program with no lock.
+    """
+    monkeypatch.setitem(locked.LOCKS, kind, lambda me, mp_lock, timeout: contextlib.nullcontext())
+    result = run_variant("locked", tmp_path, buyers=10, tickets=1, lock=kind, lockstep=True)
+    assert result.oversold == 9
+    assert result.lost_updates == 9
+    assert not result.consistent
+
+
+def test_locked_lockstep_breaks_instead_of_deadlocking(tmp_path: Path) -> None:
+    """Lockstep with a real lock cannot gather the buyers (the lock keeps them out).
+
+    The barrier times out instead of deadlocking, and the run still holds."""
+    result = run_variant("locked", tmp_path, buyers=2, tickets=1, lockstep=True)
+    assert result.lockstep_broken
+    assert (result.sold, result.oversold, result.lost_updates) == (1, 0, 0)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_variant_runs_under_spawn(name: str, tmp_path: Path) -> None:
+    """The start method is explicit; spawn (the only choice without fork) works too."""
+    result = run(
+        VARIANTS[name],
+        Scenario(buyers=3, tickets=3, latency=Latency(0, 0), seed=1),
+        data=tmp_path / "data.json",
+        start_method="spawn",
+    )
+    assert result.start_method == "spawn"
+    assert result.sold + result.sold_out + result.errors == 3
+    if VARIANTS[name].safe:
+        assert (result.sold, result.remaining) == (3, 0)
+
+
+def test_same_seed_same_latency_draws() -> None:
+    s = Scenario(buyers=10, latency=Latency(1, 3), seed=42)
+    assert draw_latencies(s, 42) == draw_latencies(s, 42)
+    assert draw_latencies(s, 42) != draw_latencies(s, 43)
+    assert all(1 <= x <= 3 for x in draw_latencies(s, 42))
