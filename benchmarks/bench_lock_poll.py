@@ -1,17 +1,18 @@
-"""Why the FileLock poll interval scales with the number of buyers.
+"""Why the FileLock waiters sleep about (waiters x spacing) between tries.
 
 filelock never blocks in the kernel; a waiting buyer retries flock(LOCK_NB)
-every ``poll_interval``. Two costs pull against each other:
+and sleeps in between. Two costs pull against each other:
 
 * handoff: after the holder releases, some waiter notices at its next try,
-  about poll/W later with W waiters (filelock's 50 ms default: 25-50 ms per
+  about poll/W later with W waiters (filelock's 50 ms default: ~25 ms per
   handoff when few wait);
-* churn: W waiters make W/poll failed open+flock+close calls per second,
-  which on 2 cores steals CPU from the holder.
+* churn: W waiters make W/poll failed tries per second, ~70-220 us of Python
+  each, which on 2 cores steals CPU from the holder.
 
-The table compares fixed intervals with the lab's scaled one
-(``lab.variants.locked.file_lock_poll_interval``) on both ends.
-Run: ``.venv/bin/python benchmarks/bench_lock_poll.py``.
+The table compares fixed intervals with the lab's crowd-scaled one
+(``lab.variants.locked.file_lock_poll_interval``) at both ends: 20 buyers
+each holding the lock 10 ms (ceiling: raw flock ~10.6 ms per buyer), and a
+herd of buyers at latency 0. Run: ``.venv/bin/python benchmarks/bench_lock_poll.py [HERD]``.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from lab.model import Latency, Scenario
 from lab.runner import run
 from lab.variants import VARIANTS, locked
 
-SCALED = locked.file_lock_poll_interval
+Poll = Callable[[int, float, int, int], float]
+SCALED: Poll = locked.file_lock_poll_interval
 
 
-def measure(poll: Callable[[int, int], float], buyers: int, latency: float) -> float:
+def measure(poll: Poll, buyers: int, latency: float) -> float:
     locked.file_lock_poll_interval = poll  # type: ignore[assignment]  # buyers fork after this
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -43,28 +45,28 @@ def measure(poll: Callable[[int, int], float], buyers: int, latency: float) -> f
     return result.elapsed_s
 
 
-def fixed(seconds: float) -> Callable[[int, int], float]:
-    return lambda buyers, index: seconds
+def fixed(seconds: float) -> Poll:
+    return lambda waiting, hold_s, index, attempt: seconds
 
 
 def main() -> None:
     herd = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     print("# filelock poll interval\n")
     print(
-        f"| poll interval | 20 buyers holding 10 ms: ms per buyer (raw flock ceiling ~10.6) "
+        "| poll interval | 20 buyers holding 10 ms: ms per buyer "
         f"| {herd} buyers at latency 0: s after the gun |"
     )
     print("|---|---|---|")
     cases = [
-        ("fixed 50 ms (filelock default)", fixed(0.05)),
+        ("fixed 50 ms (filelock's default)", fixed(0.05)),
         ("fixed 5 ms", fixed(0.005)),
         ("fixed 1 ms", fixed(0.001)),
-        ("scaled: 0.1 ms x buyers, 1-250 ms (the lab's)", SCALED),
+        ("waiters x 0.7 ms, 1 ms-2 s (the lab's)", SCALED),
     ]
     for label, poll in cases:
         handoff = statistics.median(measure(poll, 20, 0.010) for _ in range(3)) / 20 * 1000
         crowd = measure(poll, herd, 0.0)
-        print(f"| {label} | {handoff:.1f} | {crowd:.3f} |", flush=True)
+        print(f"| {label} | {handoff:.1f} | {crowd:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

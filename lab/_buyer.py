@@ -16,15 +16,17 @@ half a message or a lock held behind it.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.synchronize import Barrier, Event
+from multiprocessing.synchronize import Barrier, Event, Semaphore
 from typing import Any
 
 from lab.model import BuyerEvent, EventKind
@@ -58,6 +60,10 @@ class BuyerSpec:
     latency_s: float
     #: how many buyers take part in the run (a lock may tune itself to the crowd)
     buyers: int = 1
+    #: how long after the start gun this buyer arrives (``Scenario.arrival``)
+    arrival_s: float = 0.0
+    #: ``--crash``: the step at which this buyer is killed with SIGKILL, if any
+    crash_at: str | None = None
 
 
 class Buyer:
@@ -75,8 +81,52 @@ class Buyer:
         self.store = store
         self.latency_s = spec.latency_s
         self.buyers = spec.buyers
+        self.arrival_s = spec.arrival_s
         self._sink = sink
         self._lockstep = lockstep
+        self._crash_at = spec.crash_at
+        #: True while this buyer holds its variant's lock (set by the lock itself)
+        self.holding = False
+        #: ``lab explore`` / ``replay`` / ``step`` install a gate here: the buyer
+        #: pauses at each step until the scheduler lets it take the next one
+        self.on_step: Callable[[str], None] | None = None
+        # The store calls back at its own step ("mid-write": between truncate
+        # and write, or between the temp file and the replace).
+        self.store = Store(store.path, step=self.step)
+
+    # -- steps: where a purchase can be interrupted ------------------------------
+
+    def step(self, name: str) -> None:
+        """A point in the purchase where ``--crash`` may kill this buyer.
+
+        Steps: ``search``, ``want-lock`` (about to take the lock),
+        ``acquired``, ``read``, ``window`` (after the latency), ``mid-write``
+        or ``torn`` (inside the store's atomic or in-place write) and
+        ``bought`` (written, not yet reported). The buyer first reports where it dies,
+        then SIGKILLs itself: nothing after that runs, exactly as if the
+        machine lost it.
+        """
+        if self.on_step is not None:
+            self.on_step(name)
+        if self._crash_at == name or (self._crash_at == "mid-write" and name == "torn"):
+            where = f"{name}, holding the lock" if self.holding else name
+            self._send("crash", None, where)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def wants_lock(self) -> None:
+        """About to take the variant's lock (a scheduling point for ``lab explore``)."""
+        self.step("want-lock")
+
+    def acquired(self) -> None:
+        """The variant's lock is now held by this buyer."""
+        self.holding = True
+        self._send("acquired")
+        self.step("acquired")
+
+    def released(self) -> None:
+        """The variant's lock is free again."""
+        self.holding = False
+        self._send("released")
 
     # -- reports ---------------------------------------------------------------
 
@@ -86,18 +136,25 @@ class Buyer:
     def searched(self, count: int) -> None:
         """查票: report the ``ticket_num`` seen when searching."""
         self._send("search", count)
+        self.step("search")
 
     def read(self, count: int) -> None:
         """再次确认票: report the ``ticket_num`` read right before deciding."""
         self._send("read", count)
+        self.step("read")
 
-    def bought(self, ticket: int) -> None:
+    def bought(self, ticket: int | None) -> None:
         """买票成功: report a sale of ticket number ``ticket`` (the count decremented from)."""
+        self.step("bought")  # written but not yet reported: the sale's fate is unknown
         self._send("bought", ticket)
 
-    def sold_out(self, count: int) -> None:
+    def sold_out(self, count: int | None) -> None:
         """很倒霉 没有抢到票: report that the count was 0 when it decided."""
         self._send("sold_out", count)
+
+    def said(self, line: str) -> None:
+        """A line the buyer's own program printed (``custom``)."""
+        self._send("said", None, line)
 
     def failed(self, exc: BaseException) -> None:
         self._send("error", None, f"{type(exc).__name__}: {exc}")
@@ -120,32 +177,15 @@ class Buyer:
                 self._send("lockstep_broken")
         if self.latency_s > 0:
             time.sleep(self.latency_s)
+        self.step("window")
 
 
 Program = Callable[..., None]
 
 
-def buyer_main(  # noqa: PLR0917 - a Process target receives its args positionally
-    program: Program,
-    args: tuple[Any, ...],
-    spec: BuyerSpec,
-    store: Store,
-    sink: Connection,
-    gun: Event,
-    lockstep: Barrier | None,
-    gun_timeout: float,
-) -> None:
-    """Entry point of every buyer process: report ready, wait for the gun, run the program."""
-    # Ctrl-C reaches the whole process group; the runner handles it and reaps us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The CLI turns SIGTERM into an interrupt for itself; a buyer just dies when reaped.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    # A buyer lives milliseconds; a collection would only copy the parent's pages.
-    gc.disable()
-    me = Buyer(spec, store, sink, lockstep)
-    me._send("ready")
-    if not gun.wait(gun_timeout):
-        return  # the runner gave up (or died): leave quietly rather than linger
+def _one_buyer(program: Program, args: tuple[Any, ...], me: Buyer) -> None:
+    if me.arrival_s > 0:
+        time.sleep(me.arrival_s)
     try:
         program(me, *args)
     except Exception as exc:
@@ -153,6 +193,51 @@ def buyer_main(  # noqa: PLR0917 - a Process target receives its args positional
         me.failed(exc)
     finally:
         me._send("done")
+
+
+def buyer_main(  # noqa: PLR0917 - a Process target receives its args positionally
+    program: Program,
+    seats: list[tuple[BuyerSpec, tuple[Any, ...]]],
+    store: Store,
+    sink: Connection,
+    ready: Semaphore,
+    gun: Event,
+    lockstep: Barrier | None,
+    gun_timeout: float,
+) -> None:
+    """Entry point of every buyer process: report ready, wait for the gun, run the program.
+
+    A process usually hosts one buyer (``seats`` has one entry), as in the
+    notes. Variants whose buyers only talk over a socket may seat many buyers
+    in one process, each on its own thread, so 10,000 buyers need not be
+    10,000 processes.
+    """
+    # Ctrl-C reaches the whole process group; the runner handles it and reaps us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The CLI turns SIGTERM into an interrupt for itself; a buyer just dies when reaped.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # A buyer lives milliseconds; a collection would only copy the parent's pages.
+    gc.disable()
+    if len(seats) > 1:
+        # Killing a process would kill every buyer seated in it: crash only solo buyers.
+        seats = [(dataclasses.replace(spec, crash_at=None), args) for spec, args in seats]
+    buyers = [(Buyer(spec, store, sink, lockstep), args) for spec, args in seats]
+    for _ in buyers:
+        ready.release()
+    if not gun.wait(gun_timeout):
+        return  # the runner gave up (or died): leave quietly rather than linger
+    if len(buyers) == 1:
+        ((me, args),) = buyers
+        _one_buyer(program, args, me)
+        return
+    threads = [
+        threading.Thread(target=_one_buyer, args=(program, args, me), daemon=True)
+        for me, args in buyers
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def to_event(kind: str, buyer: int, t: float, count: int | None, detail: str) -> BuyerEvent:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -22,15 +23,25 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-from lab import __version__, render, scenarios
+from lab import __version__, render, report_html, scenarios
+from lab.compare import Case, cases_for, compare
 from lab.errors import LabError, UsageError
+from lab.explore import explore, parse_schedule, replay
 from lab.model import BuyerEvent, Latency, Result, Scenario
 from lab.runner import Observer, run, with_seed
+from lab.stats import VariantStats
+from lab.stepper import step_session
 from lab.store import MAX_TICKETS
+from lab.timeline import TimelineView
 from lab.variants import VARIANTS
+from lab.variants.protocol import Variant
 
 __all__ = ["build_parser", "main"]
+
+#: SIGINT / SIGTERM -> the conventional 128 + signal number exit status.
+_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,14 +70,123 @@ def _latency(text: str) -> Latency:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _seconds(text: str) -> float:
+def _seconds(low: float, high: float) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected seconds from {low:g} to {high:g}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 86400, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, got {text!r}")
     return value
+
+
+def _variant_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown variant {(unknown or [text])[0]!r} "
+            f"(choose from: {', '.join(sorted(VARIANTS))})"
+        )
+    return names
+
+
+def _add_scenario_options(p: argparse.ArgumentParser) -> None:
+    """The options that shape a run; ``run`` and ``compare`` share them."""
+    p.add_argument(
+        "--scenario", metavar="NAME|PATH", help="a preset from `lab scenarios`, or a TOML file"
+    )
+    p.add_argument(
+        "--buyers",
+        type=_whole(
+            1, scenarios.MAX_BUYERS, f"a whole number of buyers from 1 to {scenarios.MAX_BUYERS}"
+        ),
+        help="buyers (default 10)",
+    )
+    p.add_argument(
+        "--tickets",
+        type=_whole(0, MAX_TICKETS, "a whole number of tickets, 0 or more"),
+        help="tickets in data.json at the start (default 1; with --data, resets the file)",
+    )
+    p.add_argument(
+        "--latency",
+        type=_latency,
+        metavar="SPEC",
+        help="simulated network latency in seconds: 0, 0.2 or 0.05-0.2 (default 1-3, as the notes)",
+    )
+    p.add_argument(
+        "--arrival",
+        type=_seconds(0, 60),
+        metavar="SECONDS",
+        help="space the buyers' arrivals this far apart (default 0: all at the start gun)",
+    )
+    p.add_argument(
+        "--seed",
+        type=_whole(0, 2**62, "a whole number, 0 or more"),
+        help="seed for the latency draws (default: random, and reported)",
+    )
+    p.add_argument(
+        "--lock",
+        choices=["file", "mp"],
+        help="for `locked`: file = filelock.FileLock (default), mp = multiprocessing.Lock",
+    )
+    p.add_argument(
+        "--crash",
+        type=_fraction,
+        metavar="P",
+        help="SIGKILL a seeded fraction P of buyers at a random step of their purchase",
+    )
+    p.add_argument(
+        "--lockstep",
+        action="store_const",
+        const=True,
+        default=None,
+        help="hold every buyer in the race window until all arrive: an unprotected "
+        "read-check-write then races every time",
+    )
+    p.add_argument(
+        "--buyer",
+        dest="buyer_program",
+        metavar="FILE.py:FUNC",
+        help="for `custom`: your own buyer function, called with the buyer's name",
+    )
+    p.add_argument(
+        "--success-regex",
+        metavar="REGEX",
+        help="for `custom`: count a purchase when the buyer's output matches",
+    )
+    p.add_argument(
+        "--connect",
+        metavar="HOST:PORT",
+        help="for server variants: drive an external `lab serve` instead of starting one",
+    )
+    p.add_argument(
+        "--token",
+        metavar="SECRET",
+        help="for server variants: the shared secret (default: $LAB_TOKEN)",
+    )
+    p.add_argument(
+        "--start-method",
+        choices=["fork", "spawn", "forkserver"],
+        help="multiprocessing start method (default fork where available)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of the report")
+    p.add_argument("--lang", choices=["en", "zh"], default="en", help="zh: the notes' own wording")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,45 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VARIANT",
         help=f"one of: {', '.join(sorted(VARIANTS))} (see `lab variants`)",
     )
-    p.add_argument(
-        "--scenario", metavar="NAME|PATH", help="a preset from `lab scenarios`, or a TOML file"
-    )
-    p.add_argument(
-        "--buyers",
-        type=_whole(
-            1, scenarios.MAX_BUYERS, f"a whole number of buyers from 1 to {scenarios.MAX_BUYERS}"
-        ),
-        help="buyer processes (default 10)",
-    )
-    p.add_argument(
-        "--tickets",
-        type=_whole(0, MAX_TICKETS, "a whole number of tickets, 0 or more"),
-        help="tickets in data.json at the start (default 1; with --data, resets the file)",
-    )
-    p.add_argument(
-        "--latency",
-        type=_latency,
-        metavar="SPEC",
-        help="simulated network latency in seconds: 0, 0.2 or 0.05-0.2 (default 1-3, as the notes)",
-    )
-    p.add_argument(
-        "--seed",
-        type=_whole(0, 2**63 - 1, "a whole number, 0 or more"),
-        help="seed for the latency draws (default: random, and reported)",
-    )
-    p.add_argument(
-        "--lock",
-        choices=["file", "mp"],
-        help="for `locked`: file = filelock.FileLock (default), mp = multiprocessing.Lock",
-    )
-    p.add_argument(
-        "--lockstep",
-        action="store_const",
-        const=True,
-        default=None,
-        help="hold every buyer in the race window until all arrive: an unprotected "
-        "read-check-write then races every time",
-    )
+    _add_scenario_options(p)
     p.add_argument(
         "--data",
         type=Path,
@@ -135,11 +217,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="use this data.json (default: a fresh one in a new temporary directory)",
     )
     p.add_argument(
+        "--repeat",
+        type=_whole(1, 10_000, "a whole number of runs, 1 or more"),
+        default=1,
+        metavar="K",
+        help="run K times and show how often it raced",
+    )
+    p.add_argument(
         "-v", "--verbose", action="store_true", help="print each buyer's lines as the notes do"
     )
-    p.add_argument("--lang", choices=["en", "zh"], default="en", help="zh: the notes' own wording")
     p.add_argument(
-        "--json", action="store_true", help="print one JSON object instead of the report"
+        "--timeline",
+        action="store_true",
+        help="draw one lane per buyer on a shared time axis, with every lost update",
+    )
+    p.add_argument(
+        "--html",
+        type=Path,
+        metavar="PATH",
+        help="also write a self-contained HTML report (timeline as SVG)",
     )
     p.add_argument(
         "--check",
@@ -147,57 +243,188 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 if anything was oversold, lost or failed (for your own CI)",
     )
     p.add_argument(
-        "--start-method",
-        choices=["fork", "spawn", "forkserver"],
-        help="multiprocessing start method (default fork where available)",
-    )
-    p.add_argument(
         "--stall-timeout",
-        type=_seconds,
+        type=_seconds(0.1, 86_400),
         metavar="SECONDS",
         help="declare the run stalled after this long without progress",
     )
+
+    c = sub.add_parser(
+        "compare",
+        help="run every variant on one scenario, K times each, in one table",
+        description="Run the variants side by side on the same scenario and show which race, "
+        "how often, how badly, and what each fix costs.",
+    )
+    c.add_argument(
+        "--variants",
+        type=_variant_list,
+        metavar="A,B,...",
+        help="only these variants (default: every one in the registry)",
+    )
+    c.add_argument(
+        "--repeat",
+        type=_whole(1, 10_000, "a whole number of runs, 1 or more"),
+        default=3,
+        metavar="K",
+        help="runs per variant (default 3)",
+    )
+    _add_scenario_options(c)
+    c.add_argument("--markdown", type=Path, metavar="PATH", help="also write the table as Markdown")
+    c.add_argument(
+        "--anomalies", action="store_true", help="also show the variants x anomalies matrix"
+    )
+    c.add_argument(
+        "--html",
+        type=Path,
+        metavar="PATH",
+        help="also write a self-contained HTML report with each variant's timeline",
+    )
+    c.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if a variant expected to be safe ever oversold, lost an update or failed",
+    )
+
+    explorable = sorted(n for n, v in VARIANTS.items() if _explorable(v))
+    e = sub.add_parser(
+        "explore",
+        help="try every interleaving of the buyers' steps and tally each",
+        description="Run the variant's own buyer code one step at a time, in every order "
+        "(every schedule for up to 3 buyers, a seeded sample above), and report which fail.",
+    )
+    e.add_argument(
+        "variant", choices=explorable, metavar="VARIANT", help=f"one of: {', '.join(explorable)}"
+    )
+    e.add_argument(
+        "--buyers", type=_whole(1, 12, "a whole number of buyers from 1 to 12"), default=2
+    )
+    e.add_argument(
+        "--tickets", type=_whole(0, 100, "a whole number of tickets from 0 to 100"), default=1
+    )
+    e.add_argument(
+        "--max-schedules",
+        type=_whole(1, 1_000_000, "a whole number, 1 or more"),
+        default=20_000,
+        metavar="M",
+        help="stop after M schedules (default 20000)",
+    )
+    e.add_argument(
+        "--seed",
+        type=_whole(0, 2**62, "a whole number, 0 or more"),
+        default=0,
+        help="seed for the random sample above 3 buyers",
+    )
+    e.add_argument("--json", action="store_true", help="print JSON instead of the report")
+
+    r = sub.add_parser(
+        "replay",
+        help='run exactly one interleaving, e.g. --schedule "b0.read b1.read b0.write b1.write"',
+        description="Run one schedule of steps exactly, then tally and draw it. The same schedule "
+        "gives the same result every time.",
+    )
+    r.add_argument(
+        "variant", choices=explorable, metavar="VARIANT", help=f"one of: {', '.join(explorable)}"
+    )
+    r.add_argument(
+        "--schedule",
+        required=True,
+        metavar="STEPS",
+        help='steps such as "b0.read b1.read b0.write b1.write" (as lab explore prints them)',
+    )
+    r.add_argument(
+        "--buyers",
+        type=_whole(1, 12, "a whole number of buyers from 1 to 12"),
+        help="default: as many as the schedule names",
+    )
+    r.add_argument(
+        "--tickets", type=_whole(0, 100, "a whole number of tickets from 0 to 100"), default=1
+    )
+    r.add_argument("--json", action="store_true", help="print JSON instead of the report")
+
+    st = sub.add_parser(
+        "step",
+        help="you are the scheduler: pick which buyer moves next",
+        description="An interactive walk-through: at each step pick which buyer moves next, and "
+        "watch data.json and each buyer's view. Reads one choice per line from stdin.",
+    )
+    st.add_argument(
+        "variant", choices=explorable, metavar="VARIANT", help=f"one of: {', '.join(explorable)}"
+    )
+    st.add_argument(
+        "--buyers", type=_whole(1, 6, "a whole number of buyers from 1 to 6"), default=2
+    )
+    st.add_argument(
+        "--tickets", type=_whole(0, 100, "a whole number of tickets from 0 to 100"), default=1
+    )
+
+    s = sub.add_parser(
+        "serve",
+        help="run a TCP ticket server that owns data.json",
+        description="Serve data.json over TCP so buyers on many machines can grab tickets. "
+        "Protocol: docs/protocol.md.",
+    )
+    from lab import server  # noqa: PLC0415 - the server's options live with the server
+
+    server.add_arguments(s)
 
     sub.add_parser("variants", help="list the variants, and whether each should hold")
     sub.add_parser("scenarios", help="list the scenario presets and what each teaches")
     return parser
 
 
+def _explorable(variant: Variant) -> bool:
+    return not getattr(variant, "requires", None) and getattr(variant, "explorable", True)
+
+
+_SCENARIO_FLAGS = (
+    "buyers", "tickets", "latency", "arrival", "seed", "lockstep", "lock", "crash",
+    "connect", "token", "buyer_program", "success_regex",
+)  # fmt: skip
+
+
 def _scenario(args: argparse.Namespace) -> Scenario:
     base = scenarios.load(args.scenario) if args.scenario else Scenario()
-    overrides = {
-        field: getattr(args, field)
-        for field in ("buyers", "tickets", "latency", "seed", "lockstep", "lock")
-        if getattr(args, field) is not None
-    }
+    overrides = {f: getattr(args, f) for f in _SCENARIO_FLAGS if getattr(args, f, None) is not None}
+    if "token" not in overrides and os.environ.get("LAB_TOKEN"):
+        overrides["token"] = os.environ["LAB_TOKEN"]
     return dataclasses.replace(base, **overrides)
 
 
 class _Live(Observer):
     """Progress bar and --verbose lines while buyers run."""
 
-    def __init__(self, console: Console, lang: render.Lang, verbose: bool, bar: bool) -> None:
+    def __init__(
+        self, console: Console, lang: render.Lang, *, verbose: bool, bar: bool, total_runs: int = 1
+    ) -> None:
         self.console = console
         self.lang: render.Lang = lang
         self.verbose = verbose
-        self.progress: Progress | None = None
-        self.task: Any = None
         self.bar = bar
+        self.total_runs = total_runs
+        self.progress: Progress | None = None
+        self.buyers_task: Any = None
+        self.runs_task: Any = None
 
     def started(self, buyers: int) -> None:
-        # Started only now, after every buyer is forked: the bar's refresh
-        # thread must not exist while the runner forks.
-        if self.bar:
+        # Started only now, after the buyers are forked: the bar's refresh thread
+        # must not exist while the runner forks.
+        if not self.bar:
+            return
+        if self.progress is None:
             self.progress = Progress(
-                TextColumn("buyers"),
+                TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 console=self.console,
                 transient=True,
             )
-            self.task = self.progress.add_task("buyers", total=buyers)
+            if self.total_runs > 1:
+                self.runs_task = self.progress.add_task("runs", total=self.total_runs)
+            self.buyers_task = self.progress.add_task("buyers", total=buyers)
             self.progress.start()
+        else:
+            self.progress.reset(self.buyers_task, total=buyers)
 
     def event(self, event: BuyerEvent) -> None:
         if self.verbose:
@@ -205,7 +432,11 @@ class _Live(Observer):
 
     def finished(self, buyer: int) -> None:
         if self.progress is not None:
-            self.progress.advance(self.task)
+            self.progress.advance(self.buyers_task)
+
+    def run_done(self, label: str) -> None:
+        if self.progress is not None and self.runs_task is not None:
+            self.progress.update(self.runs_task, advance=1, description=f"runs ({label})")
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -213,14 +444,10 @@ class _Live(Observer):
             self.progress = None
 
 
-class _Terminated(Exception):
-    pass
-
-
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[dict[str, int]]:
     """Let SIGTERM take the same path as Ctrl-C: reap, partial tally, exit 143."""
-    seen = {"signal": 0}
+    seen = {"signal": int(signal.SIGINT)}
     if threading.current_thread() is not threading.main_thread():
         yield seen
         return
@@ -236,17 +463,27 @@ def _sigterm_as_interrupt() -> Iterator[dict[str, int]]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _failed_check(result: Result) -> bool:
+    return not result.consistent
+
+
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     scenario = with_seed(_scenario(args))
     variant = VARIANTS[args.variant]
+    if args.repeat > 1:
+        if args.data is not None:
+            raise UsageError("--repeat: each repetition uses a fresh data.json; drop --data")
+        return _cmd_compare(
+            args, console, [Case(variant, scenario.lock if variant.locks else None)]
+        )
     live = _Live(
         console,
         args.lang,
-        args.verbose and not args.json,
+        verbose=args.verbose and not args.json,
         bar=console.is_terminal and not args.json and not args.verbose,
     )
     if not args.json:
-        lock = scenario.lock if variant.name == "locked" else None
+        lock = scenario.lock if variant.locks else None
         tickets = (
             scenario.tickets if scenario.tickets is not None else ("the file's" if args.data else 1)
         )
@@ -263,23 +500,135 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             )
         finally:
             live.stop()
-    return _report(result, args, console, seen["signal"])
-
-
-def _report(result: Result, args: argparse.Namespace, console: Console, signum: int) -> int:
     if args.json:
         sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
     else:
         console.print(render.render_result(result, args.lang, header=False))
+        if args.timeline:
+            console.print(TimelineView(result))
+    if args.html:
+        _write(args.html, report_html.run_page(result), "--html")
+        if not args.json:
+            console.print(Text(f"HTML report: {args.html}", style="dim"))
     if result.interrupted:
-        return 128 + (signum or signal.SIGINT)
+        return _INTERRUPTED.get(signal.Signals(seen["signal"]), 130)
     if result.stalled:
         return 1
-    if args.check and (
-        result.oversold or result.lost_updates != 0 or result.errors or result.unknown
-    ):
+    return 1 if args.check and _failed_check(result) else 0
+
+
+def _cmd_compare(
+    args: argparse.Namespace, console: Console, cases: list[Case] | None = None
+) -> int:
+    scenario = with_seed(_scenario(args))
+    if cases is None:
+        cases = cases_for(args.variants, lock=args.lock, have_buyer=bool(args.buyer_program))
+    if not args.json:
+        console.print(render.scenario_blurb(scenario))
+    live = _Live(
+        console,
+        args.lang,
+        verbose=False,
+        bar=console.is_terminal and not args.json,
+        total_runs=len(cases) * args.repeat,
+    )
+    with _sigterm_as_interrupt() as seen:
+        try:
+            stats, interrupted = compare(
+                cases,
+                scenario,
+                args.repeat,
+                observer=live,
+                on_result=lambda case, result: live.run_done(case.variant.name),
+                start_method=args.start_method,
+            )
+        finally:
+            live.stop()
+    _report_stats(stats, scenario, args, console)
+    if interrupted:
+        if not args.json:
+            console.print(
+                Text("INTERRUPTED: the table covers the runs finished so far.", style="bold yellow")
+            )
+        return _INTERRUPTED.get(signal.Signals(seen["signal"]), 130)
+    if args.check and any(s.betrayed for s in stats):
         return 1
     return 0
+
+
+def _write(path: Path, text: str, option: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{option}: cannot write {path}: {exc.strerror}") from None
+
+
+def _cmd_explore(args: argparse.Namespace, console: Console) -> int:
+    result = explore(
+        VARIANTS[args.variant],
+        args.buyers,
+        args.tickets,
+        max_schedules=args.max_schedules,
+        seed=args.seed,
+    )
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+    else:
+        console.print(render.exploration(result))
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace, console: Console) -> int:
+    steps = parse_schedule(args.schedule)
+    buyers = args.buyers or max(b for b, _ in steps) + 1
+    result, done = replay(VARIANTS[args.variant], buyers, args.tickets, args.schedule)
+    if args.json:
+        payload = {**result.to_json(), "schedule": done}
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        return 0
+    console.print(Text("schedule: " + " ".join(done), style="bold"))
+    console.print(render.render_result(result, table=False))
+    console.print(TimelineView(result))
+    return 0
+
+
+def _cmd_step(args: argparse.Namespace, console: Console) -> int:
+    def read_line() -> str | None:
+        line = sys.stdin.readline()
+        return line if line else None
+
+    step_session(VARIANTS[args.variant], args.buyers, args.tickets, read_line, console)
+    return 0
+
+
+def _report_stats(
+    stats: list[VariantStats], scenario: Scenario, args: argparse.Namespace, console: Console
+) -> None:
+    if getattr(args, "markdown", None):
+        _write(args.markdown, render.markdown_table(stats, scenario), "--markdown")
+    if getattr(args, "html", None):
+        title = f"lab compare: {scenario.name}"
+        _write(args.html, report_html.compare_page(stats, title, scenario.description), "--html")
+    if args.json:
+        payload = {
+            "scenario": {
+                "name": scenario.name,
+                "buyers": scenario.buyers,
+                "tickets": scenario.tickets,
+                "latency": str(scenario.latency),
+                "seed": scenario.seed,
+            },
+            "variants": [s.to_json() for s in stats],
+        }
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        return
+    console.print(render.compare_table(stats))
+    console.print(render.compare_sentences(stats))
+    if getattr(args, "anomalies", False):
+        console.print(render.anomaly_table(stats))
+    if args.command == "run":
+        for s in stats:
+            console.print(render.histogram(s))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,6 +638,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "run":
             return _cmd_run(args, console)
+        if args.command == "compare":
+            return _cmd_compare(args, console)
+        if args.command == "explore":
+            return _cmd_explore(args, console)
+        if args.command == "replay":
+            return _cmd_replay(args, console)
+        if args.command == "step":
+            return _cmd_step(args, console)
+        if args.command == "serve":
+            from lab import server  # noqa: PLC0415
+
+            with _sigterm_as_interrupt():
+                return server.serve_command(args, console)
         if args.command == "variants":
             console.print(render.variants_table(VARIANTS))
             return 0

@@ -30,7 +30,10 @@ __all__ = [
 
 #: What a buyer reports, in order: the count it saw when it searched (查票), the
 #: count it read before buying (再次确认票), then exactly one outcome.
-EventKind = Literal["search", "read", "bought", "sold_out", "error", "lockstep_broken"]
+EventKind = Literal[
+    "search", "read", "bought", "sold_out", "error", "lockstep_broken", "said",
+    "acquired", "released", "crash",
+]  # fmt: skip
 #: ``unknown``: the buyer vanished (killed, or the run was interrupted) before
 #: reporting an outcome, so it may or may not have bought.
 Outcome = Literal["bought", "sold_out", "error", "unknown"]
@@ -96,7 +99,20 @@ class Scenario:
     #: unprotected read-check-write races in every run, not "usually"
     lockstep: bool = False
     #: which mutex the ``locked`` variant uses: "file" (filelock) or "mp" (multiprocessing.Lock)
-    lock: Literal["file", "mp"] = "file"
+    lock: str = "file"
+    #: seconds between buyers' arrivals: buyer i starts i x arrival after the gun.
+    #: Spaced-out buyers rarely overlap, so a racy program looks correct.
+    arrival: float = 0.0
+    #: for the server variants: drive an external server at "HOST:PORT" instead of starting one
+    connect: str | None = None
+    #: for the server variants: the shared secret every request carries
+    token: str | None = None
+    #: ``--crash``: the fraction of buyers SIGKILLed at a random step of their purchase
+    crash: float = 0.0
+    #: for ``custom``: the learner's buyer, ``FILE.py:FUNC``
+    buyer_program: str | None = None
+    #: for ``custom``: a purchase counts when the buyer's output matches this
+    success_regex: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +180,17 @@ class Receipt:
     def lockstep_broken(self) -> bool:
         return self._last("lockstep_broken") is not None
 
+    @property
+    def crashed_at(self) -> str | None:
+        """Where ``--crash`` killed this buyer (``"window, holding the lock"``), if it did."""
+        event = self._last("crash")
+        return None if event is None else event.detail
+
+    @property
+    def crashed_holding(self) -> bool:
+        """Killed while holding the variant's lock: inside the critical section."""
+        return (self.crashed_at or "").endswith("holding the lock")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "buyer": self.buyer,
@@ -173,6 +200,7 @@ class Receipt:
             "read": self.read,
             "ticket": self.ticket,
             "error": self.error,
+            "crashed_at": self.crashed_at,
             "t_read": self.t_read,
             "t_done": self.t_done,
             "events": [
@@ -221,6 +249,8 @@ class Result:
     interrupted: bool = False
     #: the stall the runner detected (e.g. a lock holder died), if any
     stalled: str | None = None
+    #: the seller's or server's own account of the run, when the variant keeps one
+    ledger: Mapping[str, Any] | None = None
 
     # -- tallies: every number the lab reports is derived here, once ----------------
 
@@ -254,16 +284,54 @@ class Result:
         return max(0, self.sold - self.tickets)
 
     @property
+    def visible_sales(self) -> int | None:
+        """Sales the file shows: ``tickets - remaining`` (``None`` if it is unreadable)."""
+        return None if self.remaining is None else self.tickets - self.remaining
+
+    @property
     def lost_updates(self) -> int | None:
-        """Decrements that vanished: ``sold - (tickets - remaining)``.
+        """Decrements that vanished: ``sold - (tickets - remaining)``, at least 0.
 
         Non-zero even when nothing is oversold (100 tickets, 10 buyers, file
         says 99): the "phantom inventory" a later sale will oversell.
         ``None`` when the final file is unreadable, so nothing can be said.
         """
-        if self.remaining is None:
+        if self.visible_sales is None:
             return None
-        return self.sold - (self.tickets - self.remaining)
+        return max(0, self.sold - self.visible_sales)
+
+    @property
+    def unknown_consumed(self) -> int:
+        """Sales the file shows but no buyer confirmed: ``(tickets - remaining) - sold``, >= 0.
+
+        Only a buyer that vanished (killed, or cut off by an interrupt) after
+        writing and before reporting can cause these; a sale is counted as
+        sold only if its buyer confirmed it *and* the file shows it.
+        """
+        visible = self.visible_sales
+        return 0 if visible is None else max(0, visible - self.sold)
+
+    @property
+    def killed(self) -> int:
+        """Buyers ``--crash`` killed."""
+        return sum(1 for r in self.receipts if r.crashed_at is not None)
+
+    @property
+    def killed_in_critical_section(self) -> int:
+        return sum(1 for r in self.receipts if r.crashed_holding)
+
+    @property
+    def accounted(self) -> bool:
+        """The books balance: ``sold + remaining + unknown_consumed == tickets``.
+
+        That holds exactly when no update was lost; and every sale the file
+        shows but no buyer confirmed must belong to a buyer whose outcome is
+        unknown (``unknown_consumed <= unknown``).
+        """
+        if self.remaining is None:
+            return False
+        balance = self.sold + self.remaining + self.unknown_consumed == self.tickets
+        return balance and self.unknown_consumed <= self.unknown
 
     @cached_property
     def conflicts(self) -> tuple[Conflict, ...]:
@@ -306,13 +374,16 @@ class Result:
 
     @property
     def consistent(self) -> bool:
-        """No oversell, no lost update, no error, no unknown outcome, a readable file."""
+        """No oversell, no lost update, no error, no stall, a readable file whose
+        books balance, and no buyer vanished unless ``--crash`` killed it.
+        """
         return (
             self.oversold == 0
             and self.lost_updates == 0
             and self.errors == 0
-            and self.unknown == 0
             and self.stalled is None
+            and self.accounted
+            and self.unknown == self.killed
         )
 
     @property
@@ -341,9 +412,14 @@ class Result:
             "double_sold": self.double_sold,
             "errors": self.errors,
             "unknown": self.unknown,
+            "unknown_consumed": self.unknown_consumed,
+            "killed": self.killed,
+            "killed_in_critical_section": self.killed_in_critical_section,
+            "accounted": self.accounted,
             "consistent": self.consistent,
             "interrupted": self.interrupted,
             "stalled": self.stalled,
+            "ledger": dict(self.ledger) if self.ledger is not None else None,
             "elapsed_s": round(self.elapsed_s, 6),
             "data_path": self.data_path,
             "final_text": self.final_text,

@@ -14,17 +14,28 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from lab.explore import Exploration
 from lab.model import BuyerEvent, Result, Scenario
+from lab.stats import ANOMALIES, VariantStats
 from lab.variants.protocol import Variant
 
 __all__ = [
+    "COMPARE_HEADERS",
     "Lang",
+    "anomaly_table",
     "buyer_name",
+    "compare_rows",
+    "compare_sentences",
+    "compare_table",
     "event_line",
     "evidence",
+    "exploration",
     "format_buyers",
+    "histogram",
+    "markdown_table",
     "render_result",
     "run_header",
+    "scenario_blurb",
     "scenarios_table",
     "variants_table",
     "verdict",
@@ -74,17 +85,29 @@ def event_line(event: BuyerEvent, lang: Lang = "en") -> Text:
             "sold_out": f"{who}很倒霉 没有抢到票",
             "error": f"{who}出错: {event.detail}",
             "lockstep_broken": f"{who}: 锁步屏障超时 (锁让其他用户无法同时进入)",
+            "said": f"{who}: {event.detail}",
+            "acquired": f"{who}拿到了锁",
+            "released": f"{who}释放了锁",
+            "crash": f"{who}被杀死 ({event.detail})",
         }
     else:
         words = {
             "search": f"{who} searched: ticket_num={event.count}",
             "read": f"{who} read ticket_num={event.count} before buying",
-            "bought": f"{who} bought ticket #{event.count}",
-            "sold_out": f"{who} was unlucky: ticket_num was {event.count}, no ticket",
+            "bought": f"{who} bought"
+            + (f" ticket #{event.count}" if event.count is not None else ""),
+            "sold_out": f"{who} was unlucky: no ticket"
+            + (f" (ticket_num was {event.count})" if event.count is not None else ""),
             "error": f"{who} failed: {event.detail}",
             "lockstep_broken": f"{who}: lockstep barrier timed out (a lock kept the others out)",
+            "said": f"{who} printed: {event.detail}",
+            "acquired": f"{who} took the lock",
+            "released": f"{who} released the lock",
+            "crash": f"{who} was killed by --crash ({event.detail})",
         }
-    style = {"bought": "green", "sold_out": "yellow", "error": "red"}.get(event.kind, "")
+    style = {"bought": "green", "sold_out": "yellow", "error": "red", "crash": "magenta"}.get(
+        event.kind, "dim" if event.kind in ("acquired", "released") else ""
+    )
     return stamp + Text(words[event.kind], style=style)
 
 
@@ -97,6 +120,12 @@ def verdict(result: Result, lang: Lang = "en") -> Text:
         return head + Text(f"{r.sold} sold before the run was stopped; this tally is partial")
     if r.stalled:
         return Text("STALLED: ", style="bold red") + Text(r.stalled)
+    if r.remaining is not None and not r.lost_updates and r.unknown_consumed > r.unknown:
+        return Text(
+            f"MISMATCH: data.json went down by {r.unknown_consumed} more than the {r.sold} "
+            "sales reported, and no vanished buyer can account for it",
+            style="bold red",
+        )
     if r.oversold:
         if zh:
             return Text(f"超卖: {r.tickets}张票卖了{r.sold}次", style="bold red")
@@ -115,17 +144,18 @@ def verdict(result: Result, lang: Lang = "en") -> Text:
             f"({r.remaining} of {r.tickets} still on offer)",
             style="bold red",
         )
-    if lost < 0:
-        return Text(
-            f"MISMATCH: data.json went down by {-lost} more than the {r.sold} sales reported",
-            style="bold red",
-        )
     if r.errors:
         if zh:
             return Text(f"出错: {r.buyers}个用户中{r.errors}个失败", style="bold red")
         return Text(f"ERRORS: {r.errors} of {r.buyers} buyers failed", style="bold red")
-    if r.unknown:
+    if r.unknown > r.killed:
         return Text(f"UNKNOWN: {r.unknown} buyers vanished before reporting", style="bold yellow")
+    if r.killed:
+        return Text(
+            f"consistent despite {_plural(r.killed, 'killed buyer')}: {r.sold} sold, "
+            f"{r.remaining} remaining, {r.unknown_consumed} taken by killed buyers",
+            style="bold green",
+        )
     if zh:
         return Text(f"一致: 卖出{r.sold}张, 剩余{r.remaining}张", style="bold green")
     return Text(f"consistent: {r.sold} sold, {r.remaining} remaining", style="bold green")
@@ -167,6 +197,20 @@ def evidence(result: Result) -> list[str]:
                 "A torn read: the notes' open('w') empties data.json before json.dump refills it, "
                 "and a buyer read it in between."
             )
+    if r.killed:
+        inside = r.killed_in_critical_section
+        lines.append(
+            f"--crash killed {_plural(r.killed, 'buyer')}"
+            + (
+                f", {inside} of them inside the critical section (holding the lock)"
+                if inside
+                else ""
+            )
+            + f". Their outcome is unknown: {r.unknown_consumed} of their sales reached data.json, "
+            "so the books balance as sold + remaining + taken-by-killed = "
+            f"{r.sold} + {r.remaining} + {r.unknown_consumed} = {r.tickets}"
+            + (" ✓." if r.accounted else " ✗ (they do not balance).")
+        )
     if r.lockstep_broken:
         lines.append(
             "Lockstep could not gather every buyer in the race window: the lock let only one in "
@@ -217,6 +261,9 @@ def _tally_table(r: Result) -> Table:
     }
     if r.unknown:
         columns["unknown"] = r.unknown
+    if r.killed:
+        columns["killed"] = r.killed
+        columns["taken by killed"] = r.unknown_consumed
     for name in columns:
         table.add_column(name, justify="right")
     bad = {"oversold", "lost updates", "double-sold", "errors", "unknown"}
@@ -293,6 +340,11 @@ def render_result(
     where = Text(f"\ndata.json: {r.data_path}\n", style="dim")
     where.append(f"now holds: {r.final_text.strip() or '(empty)'}", style="")
     parts.append(where)
+    if r.start_method.startswith("threads"):
+        parts.append(
+            Text("a schedule-driven run: the interleaving, not the clock, decided", style="dim")
+        )
+        return Group(*parts)
     parts.append(
         Text(
             f"elapsed {r.elapsed_s:.3f} s after the start gun · {r.start_method} · "
@@ -311,11 +363,14 @@ def variants_table(variants: Mapping[str, Variant]) -> Table:
     table.add_column("what it is")
     for name in sorted(variants):
         v = variants[name]
-        table.add_row(
-            name,
-            Text("holds", style="green") if v.safe else Text("races", style="red"),
-            v.summary,
-        )
+        caveat = getattr(v, "caveat", "")
+        if not v.safe:
+            expected = Text(
+                "races" if not caveat else "yours", style="red" if not caveat else "yellow"
+            )
+        else:
+            expected = Text("holds (slow)" if caveat else "holds", style="green")
+        table.add_row(name, expected, v.summary)
     return table
 
 
@@ -336,3 +391,174 @@ def scenarios_table(scenarios: Sequence[Scenario]) -> Table:
             s.description,
         )
     return table
+
+
+# -- many runs: lab compare, lab run --repeat ------------------------------------------
+
+
+def _expected(stats: VariantStats) -> Text:
+    if not stats.expected_safe:
+        return Text("unsafe", style="red")
+    return Text(
+        "safe (slow)" if stats.caveat.startswith("correct but slow") else "safe", style="green"
+    )
+
+
+def compare_rows(stats: Sequence[VariantStats]) -> list[list[str]]:
+    """The comparison as plain cells, shared by the terminal table and the Markdown file."""
+    rows = []
+    for s in stats:
+        rows.append(
+            [
+                s.label,
+                "safe" if s.expected_safe else "unsafe",
+                str(s.runs),
+                f"{s.oversold_runs} ({s.oversold_rate:.0%})",
+                f"{s.mean_oversold:.1f} / {s.max_oversold}",
+                str(s.lost_updates),
+                str(s.double_sold),
+                str(s.errors),
+                f"{s.median_elapsed:.3f} s",
+                f"{s.tickets_per_s:,.0f}",
+                s.verdict,
+            ]
+        )
+    return rows
+
+
+COMPARE_HEADERS = [
+    "variant", "expected", "runs", "oversold runs", "oversold mean/max",
+    "lost updates", "double-sold", "errors", "median elapsed", "tickets/s", "verdict",
+]  # fmt: skip
+
+
+def compare_table(stats: Sequence[VariantStats]) -> Table:
+    """One row per variant: which races, how often, how badly, and what each fix costs."""
+    table = Table(show_edge=False, pad_edge=False)
+    for header in COMPARE_HEADERS:
+        table.add_column(
+            header, justify="left" if header in ("variant", "expected", "verdict") else "right"
+        )
+    for s, cells in zip(stats, compare_rows(stats), strict=True):
+        verdict = Text(s.verdict, style="bold green" if s.held else "bold red")
+        table.add_row(Text(cells[0], style="bold"), _expected(s), *cells[2:-1], verdict)
+    return table
+
+
+def compare_sentences(stats: Sequence[VariantStats]) -> Text:
+    """Under the table: one sentence per variant saying why."""
+    text = Text()
+    for s in stats:
+        style = "red" if s.betrayed else ("" if s.held or not s.expected_safe else "red")
+        text.append("• " + s.sentence() + "\n", style=style)
+    return text
+
+
+def anomaly_table(stats: Sequence[VariantStats]) -> Table:
+    """Variants x anomalies: each cell is "—" or ×count (runs that showed it / runs)."""
+    table = Table(
+        title="variants × anomalies", title_justify="left", show_edge=False, pad_edge=False
+    )
+    table.add_column("variant", style="bold")
+    for name in ANOMALIES:
+        table.add_column(name, justify="center")
+    for s in stats:
+        cells = []
+        for name in ANOMALIES:
+            runs, count = s.anomaly(name)
+            seen = Text(f"×{count} ({runs}/{s.runs})", style="red")
+            cells.append(seen if runs else Text("—", style="dim"))
+        table.add_row(Text(s.label, style="bold"), *cells)
+    return table
+
+
+def histogram(stats: VariantStats, width: int = 40) -> Text:
+    """Runs by how many tickets they oversold, as a bar per count."""
+    hist = stats.histogram
+    most = max(hist.values(), default=1)
+    text = Text(f"oversold per run, over {stats.runs} runs of {stats.label}:\n", style="bold")
+    for oversold in range(0, max(hist, default=0) + 1):
+        n = hist.get(oversold, 0)
+        bar = "█" * max(1 if n else 0, round(width * n / most))
+        text.append(f"{oversold:>4} │ ", style="dim")
+        text.append(bar, style="red" if oversold else "green")
+        text.append(f" {n}\n")
+    return text
+
+
+def scenario_blurb(scenario: Scenario) -> Text:
+    """The scenario's name, shape and what it teaches."""
+    tickets = "the file's" if scenario.tickets is None else str(scenario.tickets)
+    head = Text(
+        f"scenario {scenario.name}: {_plural(scenario.buyers, 'buyer')}, {tickets} tickets, "
+        f"latency {scenario.latency}"
+        + (f", arrivals {scenario.arrival:g} s apart" if scenario.arrival else "")
+        + (", lockstep" if scenario.lockstep else ""),
+        style="bold",
+    )
+    if scenario.description:
+        head.append("\n" + scenario.description, style="italic")
+    return head
+
+
+def markdown_table(stats: Sequence[VariantStats], scenario: Scenario) -> str:
+    """The comparison as a Markdown table (``lab compare --markdown``) for a README or a slide."""
+    tickets = "the file's" if scenario.tickets is None else scenario.tickets
+    lines = [
+        f"**{scenario.name}**: {scenario.buyers} buyers, {tickets} tickets, "
+        f"latency {scenario.latency}",
+        "",
+        "| " + " | ".join(COMPARE_HEADERS) + " |",
+        "|" + "|".join("---" for _ in COMPARE_HEADERS) + "|",
+    ]
+    lines += ["| " + " | ".join(cells) + " |" for cells in compare_rows(stats)]
+    lines.append("")
+    lines += [f"- {s.sentence()}" for s in stats]
+    return "\n".join(lines) + "\n"
+
+
+def exploration(e: Exploration) -> RenderableType:
+    """``lab explore``: how many schedules, how many failed, and the shortest failing one."""
+    how = (
+        f"every schedule ({e.explored})"
+        if e.complete
+        else (
+            f"a random sample of {e.explored} schedules (seed {e.seed}): not exhaustive"
+            if e.mode == "sampled"
+            else f"the first {e.explored} schedules depth-first: stopped at --max-schedules"
+        )
+    )
+    per = 1000 * e.elapsed_s / max(1, e.explored)
+    lines = [
+        Text(
+            f"explore {e.variant}: {_plural(e.buyers, 'buyer')}, {_plural(e.tickets, 'ticket')}",
+            style="bold",
+        ),
+        Text(f"explored {how} in {e.elapsed_s:.2f} s ({per:.1f} ms per schedule)"),
+    ]
+    failing = e.failing
+    style = "bold red" if failing else "bold green"
+    lines.append(
+        Text(
+            f"{e.oversold} oversold · {e.lost_update} lost an update · {e.deadlocked} deadlocked · "
+            f"{e.errored} had errors",
+            style=style,
+        )
+    )
+    shortest = e.shortest_failing
+    if shortest is not None:
+        lines.append(Text("shortest failing schedule:", style="bold"))
+        lines.append(Text("  " + " ".join(shortest.steps), style="red", overflow="fold"))
+        lines.append(
+            Text(
+                f"replay it: lab replay {e.variant} --buyers {e.buyers} --tickets {e.tickets} "
+                f'--schedule "{" ".join(shortest.steps)}"',
+                style="dim",
+                overflow="fold",
+            )
+        )
+    elif e.complete:
+        lines.append(Text(f"every possible interleaving holds: {e.variant} cannot oversell here."))
+    else:
+        lines.append(Text("no failing schedule found in the part explored."))
+    return Group(*lines)

@@ -7,7 +7,7 @@ from the variant's mechanism::
     ───────────────                          ───────────────────────────────
     seed data.json
     variant.stage(): lock / seller ...
-    fork N buyers  ───────────────────────►  report "ready", wait for the gun
+    fork N buyers  ───────────────────────►  post "ready" (a semaphore), wait for the gun
     all ready? fire the gun (an Event) ───►  run the variant's program:
     read reports from one pipe  ◄──────────    search, read, bought/sold_out/error
       (progress, --verbose lines, stall      report "done", exit
@@ -29,9 +29,12 @@ import multiprocessing
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
@@ -40,9 +43,17 @@ from lab._buyer import BuyerSpec, buyer_main, decode, to_event
 from lab.errors import DataFileBusy, LabError, StoreCorrupted
 from lab.model import BuyerEvent, Result, Scenario, receipts_from_events
 from lab.store import Store
-from lab.variants.protocol import MpContext, RunEnv, Variant
+from lab.variants.protocol import MpContext, RunEnv, Stage, Variant
 
-__all__ = ["Observer", "default_start_method", "draw_latencies", "run", "with_seed"]
+__all__ = [
+    "CRASH_STEPS",
+    "Observer",
+    "crash_plan",
+    "default_start_method",
+    "draw_latencies",
+    "run",
+    "with_seed",
+]
 
 
 def default_start_method() -> str:
@@ -82,6 +93,50 @@ def draw_latencies(scenario: Scenario, seed: int) -> list[float]:
     rng = random.Random(seed)
     low, high = scenario.latency.low, scenario.latency.high
     return [rng.uniform(low, high) for _ in range(scenario.buyers)]
+
+
+def _untrack(proc: BaseProcess) -> None:
+    """Stop multiprocessing polling this child on every later ``start()``.
+
+    ``Process.start()`` first polls every live child it tracks (``_cleanup``),
+    so holding 1,000 buyers at the start gun costs ~500,000 ``waitpid`` calls
+    and about a second of forking. The runner tracks and reaps its buyers
+    itself (``_reap``, in ``finally``), so it takes them off that list. The
+    list is private; where it is missing this does nothing and forking is
+    merely slower.
+    """
+    children = getattr(multiprocessing.process, "_children", None)
+    if isinstance(children, set):
+        children.discard(proc)
+
+
+#: Where ``--crash`` may kill a buyer (see ``Buyer.step``).
+CRASH_STEPS = ("search", "acquired", "read", "window", "mid-write", "bought")
+
+
+def crash_plan(scenario: Scenario, seed: int) -> list[str | None]:
+    """Which buyers ``--crash`` kills, and at which step: seeded, so a crash run repeats."""
+    if scenario.crash <= 0:
+        return [None] * scenario.buyers
+    rng = random.Random(f"crash:{seed}")
+    return [
+        rng.choice(CRASH_STEPS) if rng.random() < scenario.crash else None
+        for _ in range(scenario.buyers)
+    ]
+
+
+def _stall_message(events: list[BuyerEvent], lock: str | None, timeout: float, waiting: int) -> str:
+    """Why the run stalled, naming a dead lock holder when there is one."""
+    holders = [
+        e.buyer for e in events if e.kind == "crash" and e.detail.endswith("holding the lock")
+    ]
+    if holders and lock == "mp":
+        return (
+            f"deadlock: the lock holder (buyer {holders[-1]}) died holding the lock; "
+            f"a multiprocessing.Lock is never released by a dead holder, so {waiting} buyers "
+            f"waited {timeout:g} s with no progress"
+        )
+    return f"no buyer made progress for {timeout:g} s; {waiting} still waiting"
 
 
 def _reap(procs: Sequence[BaseProcess], *, grace: float) -> None:
@@ -162,6 +217,71 @@ def run(
             run_lock.release()
 
 
+class _Collector:
+    """The parent's side of the report pipe: events, finished buyers, the stall watchdog."""
+
+    def __init__(self, reader: Connection, observer: Observer, n: int) -> None:
+        self.reader = reader
+        self.observer = observer
+        self.n = n
+        self.events: list[BuyerEvent] = []
+        self.done: set[int] = set()
+        self.procs: list[BaseProcess] = []
+        self.seated: list[list[int]] = []  # buyer indices hosted by each process
+        self.t0: float | None = None
+        self.last_progress = time.monotonic()
+        self.lock: str | None = None
+
+    def _handle(self, raw: bytes) -> None:
+        kind, buyer, t, count, detail = decode(raw)
+        self.last_progress = time.monotonic()
+        if kind == "done":
+            self._finish(buyer)
+        else:
+            event = to_event(kind, buyer, t - (self.t0 or t), count, detail)
+            self.events.append(event)
+            self.observer.event(event)
+
+    def _finish(self, buyer: int) -> None:
+        if buyer not in self.done:
+            self.done.add(buyer)
+            self.observer.finished(buyer)
+
+    def drain(self) -> None:
+        while self.reader.poll(0):
+            self._handle(self.reader.recv_bytes())
+
+    def collect(self, until: Callable[[], bool], stall_timeout: float) -> str | None:
+        """Read reports until ``until()``; return a message if no buyer progressed for too long."""
+        next_check = time.monotonic() + 0.5
+        self.last_progress = time.monotonic()
+        while not until():
+            if self.reader.poll(0.05):
+                self.drain()
+            now = time.monotonic()
+            if now < next_check:
+                continue
+            next_check = now + 0.5
+            self.drain()  # a buyer's last reports are in the pipe before it exits
+            for p, indices in zip(self.procs, self.seated, strict=True):
+                if p.exitcode is not None:
+                    for i in indices:
+                        self._finish(i)  # died without saying goodbye: outcome unknown
+            if not until() and now - self.last_progress > stall_timeout:
+                return _stall_message(
+                    self.events, self.lock, stall_timeout, self.n - len(self.done)
+                )
+        return None
+
+
+def _seats(stage: Stage, specs: list[BuyerSpec]) -> list[tuple[BuyerSpec, tuple[Any, ...]]]:
+    per_buyer = stage.per_buyer
+    return [
+        (spec, (*stage.shared, *(per_buyer[spec.index] if per_buyer is not None else ())))
+        for spec in specs
+    ]
+
+
 def _run_locked(
     variant: Variant,
     scenario: Scenario,
@@ -185,122 +305,101 @@ def _run_locked(
     high = scenario.latency.high
     lockstep_timeout = 5.0 + 0.01 * n
     if stall_timeout is None:
-        stall_timeout = high + (lockstep_timeout if scenario.lockstep else 0.0) + 15.0
+        # Some buyer reports at least once per latency while any make progress;
+        # with --crash a dead lock holder is expected, so detect it sooner.
+        slack = 3.0 if scenario.crash > 0 else 15.0
+        stall_timeout = high + (lockstep_timeout if scenario.lockstep else 0.0) + slack
     # A buyer may legitimately wait behind every other buyer's latency for a lock or the seller.
-    wait_timeout = n * (high + 0.05) + stall_timeout
+    wait_timeout = n * (high + 0.05) + stall_timeout + n * scenario.arrival
     ready_timeout = 30.0 + 0.05 * n
 
     names = {i: f"buyer {i}" for i in range(n)}
-    specs = [BuyerSpec(i, names[i], latencies[i], n) for i in range(n)]
+    crashes = crash_plan(scenario, seed)
+    specs = [
+        BuyerSpec(i, names[i], latencies[i], n, arrival_s=i * scenario.arrival, crash_at=crashes[i])
+        for i in range(n)
+    ]
     reader, writer = mp.Pipe(duplex=False)
     gun = mp.Event()
-    barrier = mp.Barrier(n, timeout=lockstep_timeout) if scenario.lockstep else None
+    # Each buyer posts once when it is at the gun: a semaphore is a futex, far
+    # cheaper than 1,000 reports through the pipe while the parent is forking.
+    ready = mp.Semaphore(0)
     env = RunEnv(mp=mp, store=store, scenario=scenario, buyers=n, timeout=wait_timeout)
-
-    events: list[BuyerEvent] = []
-    procs: list[BaseProcess] = []
-    ready: set[int] = set()
-    done: set[int] = set()
-    t0: float | None = None
+    box = _Collector(reader, observer, n)
     t_end: float | None = None
     interrupted = False
     stalled: str | None = None
     lock_name: str | None = None
+    ledger: Any = None
 
-    last_progress = time.monotonic()
-
-    def handle(raw: bytes) -> None:
-        nonlocal last_progress
-        kind, buyer, t, count, detail = decode(raw)
-        last_progress = time.monotonic()
-        if kind == "ready":
-            ready.add(buyer)
-        elif kind == "done":
-            if buyer not in done:
-                done.add(buyer)
-                observer.finished(buyer)
-        else:
-            event = to_event(kind, buyer, t - (t0 or t), count, detail)
-            events.append(event)
-            observer.event(event)
-
-    def drain() -> None:
-        while reader.poll(0):
-            handle(reader.recv_bytes())
+    def fork(stage: Stage, group: list[BuyerSpec], barrier: Any) -> BaseProcess:
+        proc: BaseProcess = mp.Process(
+            target=buyer_main,
+            args=(
+                stage.program,
+                _seats(stage, group),
+                store,
+                writer,
+                ready,
+                gun,
+                barrier,
+                ready_timeout + 30.0,
+            ),
+            name=f"lab-buyer-{group[0].index}",
+            daemon=True,
+        )
+        proc.start()
+        _untrack(proc)
+        box.procs.append(proc)
+        box.seated.append([spec.index for spec in group])
+        return proc
 
     try:
         with variant.stage(env) as stage:
-            lock_name = stage.lock
-            # Move the parent's heap out of the collector's reach while forking: a
-            # child's GC would otherwise walk (and so copy-on-write) every page of
-            # it. Buyers are short-lived and never collect (see buyer_main).
-            gc.freeze()
+            lock_name = box.lock = stage.lock
+            per_process = max(1, stage.buyers_per_process)
+            groups = [specs[i : i + per_process] for i in range(0, n, per_process)]
             try:
-                for spec in specs:
-                    extra = stage.per_buyer[spec.index] if stage.per_buyer is not None else ()
-                    proc = mp.Process(
-                        target=buyer_main,
-                        args=(
-                            stage.program,
-                            (*stage.shared, *extra),
-                            spec,
-                            store,
-                            writer,
-                            gun,
-                            barrier,
-                            ready_timeout + 30.0,
-                        ),
-                        name=f"lab-buyer-{spec.index}",
-                        daemon=True,
-                    )
-                    proc.start()
-                    procs.append(proc)
-                gc.unfreeze()
-
-                deadline = time.monotonic() + ready_timeout
-                while len(ready) < n:
-                    if reader.poll(0.2):
-                        drain()
-                    elif time.monotonic() > deadline:
-                        raise LabError(
-                            f"only {len(ready)} of {n} buyers started within {ready_timeout:g} s"
+                if stage.sequential:
+                    # The notes' classic mistake, literally: start one buyer, join it,
+                    # then start the next. No two buyers ever overlap (so no lockstep).
+                    observer.started(n)
+                    box.t0 = time.monotonic()
+                    gun.set()
+                    for group in groups:
+                        proc = fork(stage, group, None)
+                        indices = {spec.index for spec in group}
+                        stalled = box.collect(
+                            partial(set.issubset, indices, box.done), stall_timeout
                         )
-                    elif any(p.exitcode is not None for p in procs):
-                        raise LabError("a buyer process died before the start gun")
-
-                observer.started(n)
-                t0 = time.monotonic()
-                gun.set()
-                last_progress = t0
-                next_check = t0 + 0.5
-                while len(done) < n:
-                    if reader.poll(0.1):
-                        drain()
-                    now = time.monotonic()
-                    if now >= next_check:
-                        next_check = now + 0.5
-                        drain()  # a buyer's last reports are in the pipe before it exits
-                        for i, p in enumerate(procs):
-                            if i not in done and p.exitcode is not None:
-                                done.add(i)  # died without saying goodbye: outcome unknown
-                                observer.finished(i)
-                        if now - last_progress > stall_timeout:
-                            waiting = sorted(set(range(n)) - done)
-                            stalled = (
-                                f"no buyer made progress for {stall_timeout:g} s; "
-                                f"{len(waiting)} still waiting"
-                            )
+                        if stalled:
                             break
+                        proc.join(5.0)
+                else:
+                    barrier = mp.Barrier(n, timeout=lockstep_timeout) if scenario.lockstep else None
+                    # Move the parent's heap out of the collector's reach while forking:
+                    # a child's GC would otherwise walk (and so copy-on-write) every
+                    # page of it. Buyers never collect (see buyer_main).
+                    gc.freeze()
+                    for group in groups:
+                        fork(stage, group, barrier)
+                    gc.unfreeze()
+                    _await_ready(ready, n, box.procs, ready_timeout)
+                    observer.started(n)
+                    box.t0 = time.monotonic()
+                    gun.set()
+                    stalled = box.collect(lambda: len(box.done) >= n, stall_timeout)
                 t_end = time.monotonic()
             except KeyboardInterrupt:
                 interrupted = True
             finally:
                 gc.unfreeze()
-                _reap(procs, grace=0.0 if (interrupted or stalled) else 5.0)
-                drain()
+                _reap(box.procs, grace=0.0 if (interrupted or stalled) else 5.0)
+                box.drain()
+        ledger = stage.extra.get("ledger")
     except KeyboardInterrupt:
         interrupted = True
-        _reap(procs, grace=0.0)
+        _reap(box.procs, grace=0.0)
     finally:
         writer.close()
         reader.close()
@@ -321,8 +420,8 @@ def _run_locked(
         scenario=scenario,
         tickets=tickets,
         remaining=remaining,
-        receipts=receipts_from_events(names, events),
-        elapsed_s=(t_end - t0) if t0 is not None else 0.0,
+        receipts=receipts_from_events(names, box.events),
+        elapsed_s=(t_end - box.t0) if box.t0 is not None else 0.0,
         data_path=str(store.path),
         seed=seed,
         start_method=method,
@@ -332,4 +431,16 @@ def _run_locked(
         lock=lock_name,
         interrupted=interrupted,
         stalled=stalled,
+        ledger=ledger,
     )
+
+
+def _await_ready(ready: Any, n: int, procs: list[BaseProcess], timeout: float) -> None:
+    """Wait until every buyer has posted that it is at the gun."""
+    deadline = time.monotonic() + timeout
+    for count in range(n):
+        while not ready.acquire(timeout=0.2):
+            if time.monotonic() > deadline:
+                raise LabError(f"only {count} of {n} buyers started within {timeout:g} s")
+            if any(p.exitcode is not None for p in procs):
+                raise LabError("a buyer process died before the start gun")

@@ -1,7 +1,8 @@
 """Scenario presets: TOML files in ``scenarios/`` (read with ``tomllib``).
 
 A scenario file may set ``description``, ``buyers``, ``tickets``, ``latency``
-(``"0.05-0.2"`` or a number of seconds), ``seed``, ``lockstep`` and ``lock``.
+(``"0.05-0.2"`` or a number of seconds), ``arrival`` (seconds between buyers'
+arrivals), ``seed``, ``lockstep`` and ``lock``.
 Any other key, or a value of the wrong kind, is a :class:`ScenarioError`
 naming the field, so a typo never silently falls back to a default.
 """
@@ -41,7 +42,7 @@ def _int(field: str, value: Any, low: int, high: int) -> int:
 
 def scenario_from_mapping(name: str, data: dict[str, Any], origin: str) -> Scenario:
     """Validate one scenario table; every error names ``origin`` and the field."""
-    known = {"description", "buyers", "tickets", "latency", "seed", "lockstep", "lock"}
+    known = {"description", "buyers", "tickets", "latency", "arrival", "seed", "lockstep", "lock"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ScenarioError(
@@ -69,6 +70,12 @@ def scenario_from_mapping(name: str, data: dict[str, Any], origin: str) -> Scena
                 kwargs["latency"] = Latency.parse(str(value))
             except ValueError as exc:
                 raise ScenarioError(f"latency: {exc}") from None
+        if "arrival" in data:
+            value = data["arrival"]
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not is_number or not 0 <= value <= 60:
+                raise ScenarioError(f"arrival must be seconds from 0 to 60, got {value!r}")
+            kwargs["arrival"] = float(value)
         if "lockstep" in data:
             if not isinstance(data["lockstep"], bool):
                 raise ScenarioError(f"lockstep must be true or false, got {data['lockstep']!r}")

@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lab.errors import StoreCorrupted
@@ -39,8 +40,17 @@ _MAX_BYTES = 64 * 1024
 class Store:
     """data.json at ``path``, plus the lock file beside it."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, step: Callable[[str], None] | None = None
+    ) -> None:
         self.path = Path(path)
+        # Called mid-write ("mid-write") so a buyer can be killed at the worst
+        # moment (``--crash``); a no-op unless a buyer installs it.
+        self._step = step
+
+    def __getstate__(self) -> dict[str, object]:
+        # The step hook belongs to one buyer process; never pickle it across.
+        return {"path": self.path, "_step": None}
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -122,6 +132,9 @@ class Store:
         Between the two, data.json is empty; a concurrent reader sees a torn file.
         """
         with open(self.path, "w", encoding="utf8") as f:
+            if self._step is not None:
+                f.flush()
+                self._step("torn")  # the file is empty right now
             json.dump({"ticket_num": count}, f)
 
     def write_atomic(self, count: int) -> None:
@@ -134,6 +147,8 @@ class Store:
                 f.write(self._encode(count))
                 f.flush()
                 os.fsync(f.fileno())
+            if self._step is not None:
+                self._step("mid-write")  # the new count is only in the temp file
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -69,3 +69,46 @@ def test_interrupt_reaps_everything(signum: int, code: int, variant: str, tmp_pa
     assert in_session(proc.pid) == []
     if variant != "naive":
         assert data.read_text() in ('{"ticket_num": 2}', '{"ticket_num": 1}', '{"ticket_num": 0}')
+
+
+def test_interrupted_compare_reaps_and_says_so(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lab",
+            "compare",
+            "--variants",
+            "locked,naive",
+            "--buyers",
+            "6",
+            "--latency",
+            "30",
+            "--repeat",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "scenario" in proc.stdout.readline()  # the blurb: the first run is starting
+        # Wait until the buyers of the first run exist (children of the lab process).
+        deadline = time.monotonic() + 60
+        while len(in_session(proc.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    assert proc.returncode == 130, err
+    assert "INTERRUPTED" in out and "Traceback" not in out + err
+    deadline = time.monotonic() + 10
+    while in_session(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert in_session(proc.pid) == []

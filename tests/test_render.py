@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import get_args
 
+import pytest
 from rich.console import Console
 
-from lab.model import BuyerEvent
-from lab.render import event_line, render_result, variants_table
+from lab.model import BuyerEvent, EventKind
+from lab.render import Lang, event_line, render_result, variants_table
 from lab.variants import VARIANTS
 from tests.helpers import run_variant
 
@@ -43,6 +45,13 @@ def test_chinese_wording_is_the_notes(tmp_path: Path) -> None:
         render_result(run_variant("naive", tmp_path, buyers=3, tickets=1, lockstep=True), "zh")
     )
     assert "超卖: 1张票卖了3次" in out
+
+
+@pytest.mark.parametrize("kind", get_args(EventKind))
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_every_event_kind_has_words(kind: EventKind, lang: Lang) -> None:
+    line = text_of(event_line(BuyerEvent(4, kind, 1.5, 1, "detail"), lang))
+    assert ("用户4" if lang == "zh" else "buyer 4") in line
 
 
 def test_many_buyers_table_is_trimmed(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ so a new variant in the registry is tested the moment it is registered.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,9 @@ def test_registry_matches_modules_on_disk() -> None:
 
 
 def test_registry_has_safe_and_unsafe_variants() -> None:
-    assert [n for n, v in VARIANTS.items() if not v.safe] == ["naive"]
+    unsafe = {n for n, v in VARIANTS.items() if not v.safe}
+    assert "naive" in unsafe
+    assert unsafe != set(VARIANTS)  # something must hold
     assert ("locked", "file") in SAFE and ("locked", "mp") in SAFE and ("queue", None) in SAFE
 
 
@@ -111,7 +114,7 @@ def test_locked_without_its_lock_is_caught(
     This is the proof that the safe-variant tests above can fail: the buyers
     are forked after the patch, so they run the locked program with no lock.
     """
-    monkeypatch.setitem(locked.LOCKS, kind, lambda me, mp_lock, timeout: contextlib.nullcontext())
+    monkeypatch.setitem(locked.LOCKS, kind, lambda me, kit: contextlib.nullcontext())
     result = run_variant("locked", tmp_path, buyers=10, tickets=1, lock=kind, lockstep=True)
     assert result.oversold == 9
     assert result.lost_updates == 9
@@ -127,7 +130,10 @@ def test_locked_lockstep_breaks_instead_of_deadlocking(tmp_path: Path) -> None:
     assert (result.sold, result.oversold, result.lost_updates) == (1, 0, 0)
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+RUNNABLE = sorted(n for n, v in VARIANTS.items() if not getattr(v, "requires", None))
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
 def test_every_variant_runs_under_spawn(name: str, tmp_path: Path) -> None:
     """The start method is explicit; spawn (the only choice without fork) works too."""
     result = run(
@@ -147,3 +153,25 @@ def test_same_seed_same_latency_draws() -> None:
     assert draw_latencies(s, 42) == draw_latencies(s, 42)
     assert draw_latencies(s, 42) != draw_latencies(s, 43)
     assert all(1 <= x <= 3 for x in draw_latencies(s, 42))
+
+
+UNSAFE = sorted(n for n in RUNNABLE if not VARIANTS[n].safe)
+
+
+@pytest.mark.parametrize("name", UNSAFE)
+def test_every_unsafe_variant_oversells_in_lockstep(name: str, tmp_path: Path) -> None:
+    """Every variant the registry calls unsafe is caught, every time, once overlap is forced."""
+    result = run_variant(name, tmp_path, buyers=6, tickets=1, lockstep=True)
+    assert result.oversold == 5
+    assert result.lost_updates == 5
+    assert not result.consistent
+
+
+def test_naive_joined_hides_the_race_by_running_buyers_one_at_a_time(tmp_path: Path) -> None:
+    result = run_variant("naive-joined", tmp_path, buyers=6, tickets=2)
+    assert (result.sold, result.oversold, result.lost_updates) == (2, 0, 0)
+    order = sorted(result.receipts, key=lambda r: r.t_done or 0.0)
+    # Each buyer searched only after the previous buyer was done: no overlap at all.
+    for before, after in itertools.pairwise(order):
+        first_event = min(e.t for e in after.events)
+        assert first_event >= (before.t_done or 0.0)

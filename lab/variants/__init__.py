@@ -7,14 +7,30 @@ adding a module here and one line below.
 
 from __future__ import annotations
 
+from lab.variants.custom import Custom
 from lab.variants.locked import Locked
+from lab.variants.locked_write_only import LockedWriteOnly
 from lab.variants.naive import Naive
+from lab.variants.naive_joined import NaiveJoined
 from lab.variants.protocol import RunEnv, Stage, Variant
 from lab.variants.queued import Queued
+from lab.variants.tcp import Server, ServerNaive
 
 __all__ = ["VARIANTS", "RunEnv", "Stage", "Variant", "get"]
 
-VARIANTS: dict[str, Variant] = {v.name: v for v in (Naive(), Locked(), Queued())}
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Naive(),
+        NaiveJoined(),
+        Locked(),
+        LockedWriteOnly(),
+        Queued(),
+        ServerNaive(),
+        Server(),
+        Custom(),
+    )
+}
 
 
 def get(name: str) -> Variant:

@@ -23,68 +23,114 @@ Two mutexes, same lesson (``--lock``):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Lock as MpLock
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from lab._buyer import Buyer
 from lab.variants.naive import search
 from lab.variants.protocol import RunEnv, Stage
 
-__all__ = ["LOCKS", "Locked", "buy", "file_lock_poll_interval", "run"]
+__all__ = ["LOCKS", "LockKit", "Locked", "buy", "file_lock_poll_interval", "run"]
 
 # filelock never blocks in the kernel: a waiter tries flock(LOCK_NB) and sleeps
-# ``poll_interval`` between tries. With W waiters polling at spread-out phases,
-# a released lock is noticed after about poll/W, while the failed tries cost
-# W/poll open+flock+close calls per second. A fixed interval cannot serve both
-# ends: filelock's 50 ms default adds ~25-50 ms to every handoff with few
-# buyers; 5 ms with 1,000 buyers makes 200,000 tries/s, which starves the
-# holder on 2 cores (1,000 buyers took 29 s). So the interval grows with the
-# number of buyers: ~0.1 ms per buyer keeps the tries near 10,000/s in total
-# and the handoff near 0.1 ms, whatever the crowd (benchmarks/bench_lock_poll.py).
-POLL_PER_BUYER_S = 0.0001
+# between tries. With W waiters trying at spread-out moments, a released lock
+# is noticed after about poll/W, while the failed tries cost W/poll of them per
+# second, each ~70 us of Python (~220 us in a freshly forked buyer). No fixed
+# interval serves both ends: filelock's 50 ms default adds ~25 ms to every
+# handoff when few wait; 5 ms with 1,000 waiters makes 200,000 tries/s, which
+# starves the holder on 2 cores (1,000 buyers took 29 s). So each waiter sleeps
+# about W x SPACING: the crowd as a whole then tries once per SPACING, a release
+# is noticed within about SPACING, and the tries cost a bounded ~1,400/s
+# whatever the crowd. With long holds (the notes' 1-3 s inside the lock) the
+# spacing grows to a small fraction of a hold. benchmarks/bench_lock_poll.py
+# compares this with fixed intervals.
 POLL_MIN_S = 0.001
-POLL_MAX_S = 0.25
+POLL_MAX_S = 2.0
+#: the crowd's tries are spread this far apart at least
+TRY_SPACING_S = 0.0007
+#: ...or this fraction of one expected hold, when holds are long
+HOLD_FRACTION = 0.05
+#: a hold without latency: read + fsync'd atomic write, ~0.5-1 ms here
+WRITE_HOLD_S = 0.001
 
 
-def file_lock_poll_interval(buyers: int, index: int = 0) -> float:
-    """This buyer's poll interval: scaled to the crowd, phase-spread so tries do not collide."""
-    base = min(POLL_MAX_S, max(POLL_MIN_S, buyers * POLL_PER_BUYER_S))
-    # Golden-ratio spread over [0.5, 1.5) x base: deterministic, and no two
-    # neighbours retry in step after the start gun releases them together.
-    return base * (0.5 + (index * 0.6180339887) % 1.0)
+def file_lock_poll_interval(waiting: int, hold_s: float, index: int, attempt: int) -> float:
+    """How long this waiter sleeps before its next try, given the crowd still waiting."""
+    spacing = max(TRY_SPACING_S, HOLD_FRACTION * hold_s)
+    base = min(POLL_MAX_S, max(POLL_MIN_S, waiting * spacing))
+    # A golden-ratio sequence spreads the sleeps over [0.5, 1.5) x base:
+    # deterministic, and buyers released together by the start gun do not
+    # retry in step.
+    return base * (0.5 + ((index + attempt) * 0.6180339887) % 1.0)
+
+
+@dataclass(frozen=True)
+class LockKit:
+    """What the runner-side stage hands each buyer for its mutex."""
+
+    mp_lock: MpLock | None
+    #: buyers that have finished their turn; only the lock holder increments it,
+    #: so the lock itself makes the update safe
+    served: Synchronized[int] | None
+    #: expected time one buyer holds the lock (latency + write)
+    hold_s: float
+    timeout: float
 
 
 @contextmanager
-def _mp_mutex(lock: MpLock, timeout: float) -> Iterator[None]:
+def _mp_mutex(me: Buyer, kit: LockKit) -> Iterator[None]:
+    assert kit.mp_lock is not None, "the stage creates the multiprocessing.Lock before the fork"
+    me.wants_lock()
     # A bare ``with lock`` would wait forever if the holder died; a timeout
     # turns that into this buyer's error instead of a silent hang.
-    if not lock.acquire(timeout=timeout):
-        raise TimeoutError(f"multiprocessing.Lock not acquired within {timeout:g} s")
+    if not kit.mp_lock.acquire(timeout=kit.timeout):
+        raise TimeoutError(f"multiprocessing.Lock not acquired within {kit.timeout:g} s")
     try:
+        me.acquired()
         yield
     finally:
-        lock.release()
+        kit.mp_lock.release()
+        me.released()
 
 
-def _file_lock(me: Buyer, mp_lock: MpLock | None, timeout: float) -> AbstractContextManager[object]:
+@contextmanager
+def _file_mutex(me: Buyer, kit: LockKit) -> Iterator[None]:
     # Created here, in the buyer: filelock refuses a FileLock object made before the fork.
-    poll = file_lock_poll_interval(me.buyers, me.index)
-    return FileLock(str(me.store.lock_path), timeout=timeout, poll_interval=poll)
+    lock = FileLock(str(me.store.lock_path))
+    me.wants_lock()
+    deadline = time.monotonic() + kit.timeout
+    attempt = 0
+    while True:
+        try:
+            lock.acquire(blocking=False)
+            break
+        except Timeout:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"FileLock not acquired within {kit.timeout:g} s") from None
+            waiting = me.buyers - (kit.served.value if kit.served is not None else 0)
+            attempt += 1
+            time.sleep(file_lock_poll_interval(waiting, kit.hold_s, me.index, attempt))
+    try:
+        me.acquired()
+        yield
+    finally:
+        if kit.served is not None:
+            kit.served.value += 1  # we hold the lock: no other writer
+        lock.release()
+        me.released()
 
 
-def _mp_lock(me: Buyer, mp_lock: MpLock | None, timeout: float) -> AbstractContextManager[object]:
-    assert mp_lock is not None, "the runner creates the multiprocessing.Lock before the fork"
-    return _mp_mutex(mp_lock, timeout)
-
-
-#: Lock kind -> factory. Tests swap an entry for a no-op to prove the tally
+#: Lock kind -> mutex. Tests swap an entry for a no-op to prove the tally
 #: catches the race when the lock is gone.
-LOCKS: dict[str, Callable[[Buyer, MpLock | None, float], AbstractContextManager[object]]] = {
-    "file": _file_lock,
-    "mp": _mp_lock,
+LOCKS: dict[str, Callable[[Buyer, LockKit], AbstractContextManager[None]]] = {
+    "file": _file_mutex,
+    "mp": _mp_mutex,
 }
 
 
@@ -100,10 +146,10 @@ def buy(me: Buyer) -> None:
         me.sold_out(count)
 
 
-def run(me: Buyer, kind: str, mp_lock: MpLock | None, timeout: float) -> None:
+def run(me: Buyer, kind: str, kit: LockKit) -> None:
     """The notes' ``run(name)`` with the course's fix: ``acquire(); buy(); release()``."""
     search(me)
-    with LOCKS[kind](me, mp_lock, timeout):
+    with LOCKS[kind](me, kit):
         buy(me)
 
 
@@ -120,5 +166,11 @@ class Locked:
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage]:
         kind = env.scenario.lock
-        mp_lock = env.mp.Lock() if kind == "mp" else None
-        yield Stage(program=run, shared=(kind, mp_lock, env.timeout), lock=kind)
+        latency = env.scenario.latency
+        kit = LockKit(
+            mp_lock=env.mp.Lock() if kind == "mp" else None,
+            served=env.mp.RawValue("i", 0) if kind == "file" else None,
+            hold_s=(latency.low + latency.high) / 2 + WRITE_HOLD_S,
+            timeout=env.timeout,
+        )
+        yield Stage(program=run, shared=(kind, kit), lock=kind)

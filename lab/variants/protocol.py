@@ -50,6 +50,14 @@ class Stage:
     per_buyer: Sequence[tuple[Any, ...]] | None = None
     #: the mutex in use, for the report ("file", "mp"), if the variant has one
     lock: str | None = None
+    #: buyers seated in one process, each on its own thread. 1 (the notes: one
+    #: process per buyer) unless the buyers share nothing but a socket.
+    buyers_per_process: int = 1
+    #: start each buyer only after the previous one finished (``p.start();
+    #: p.join()`` in the loop): the mistake that hides the race
+    sequential: bool = False
+    #: filled by the variant while it tears down; the runner copies
+    #: ``extra["ledger"]`` (a server's or seller's own account) into the Result
     extra: dict[str, Any] = field(default_factory=dict)
 
 

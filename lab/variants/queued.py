@@ -52,6 +52,10 @@ def seller(store: Store, requests: Queue[Request | None], replies: list[Connecti
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     runner = os.getppid()
+    # The seller is data.json's only owner, so the count it last wrote is the
+    # count in the file: it reads the file once and keeps the count in memory.
+    # Every sale is still written through, atomically, before the reply.
+    count: int | None = None
     while True:
         try:
             request = requests.get(timeout=_IDLE_POLL_S)
@@ -64,12 +68,14 @@ def seller(store: Store, requests: Queue[Request | None], replies: list[Connecti
         buyer, op = request
         reply: Reply
         try:
-            count = store.read()
+            if count is None:
+                count = store.read()
             if op == "search":
                 reply = ("count", count)
             elif op == "buy" and count > 0:
                 store.write_atomic(count - 1)
                 reply = ("bought", count)
+                count -= 1
             elif op == "buy":
                 reply = ("sold_out", count)
             else:

@@ -1,0 +1,554 @@
+"""Systematic interleavings: run the buyers' real code one step at a time, in every order.
+
+``lab run`` lets the OS scheduler decide who goes when, so a race shows up
+only "usually". Here the lab is the scheduler. Every buyer runs the *same*
+program ``lab run`` runs (``naive.run``, ``locked.run``, ...), on its own
+thread, and pauses at each step point (``Buyer.step``) until the scheduler
+lets it take the next step::
+
+    scheduler                         buyer threads (the variant's own code)
+    ─────────                         ──────────────────────────────────────
+    enabled(): who can move?          b0 ── paused at a gate ──┐
+    step(b1) ───────── go ─────────►  b1 runs: read data.json  │  one step at a
+                                      b1 ── paused at next gate│  time, nobody
+    label: "b1.read(1)"  ◄── events ─                          │  else moves
+    ...repeat until all are done, then tally (the same Result as lab run)
+
+A *schedule* is the list of steps taken, e.g. ``b0.read(1) b1.read(1)
+b0.write(0) b1.write(0)``. Steps are the points where buyers touch shared
+state: the read of data.json before deciding (the search read is folded into
+it: it changes what a buyer prints, never what it writes), the write (or
+sold-out), taking the lock, and for a lock-only-around-the-write variant the
+decision made before it. A buyer waiting to take a lock someone holds cannot
+be scheduled.
+
+:func:`explore` enumerates schedules depth-first, re-running the buyers from
+scratch for each (nothing is modelled: the code itself runs), every schedule
+for up to 3 buyers, a seeded random sample above that. :func:`replay` runs one
+given schedule exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import random
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab._buyer import Buyer, BuyerSpec, decode, to_event
+from lab.errors import LabError, UsageError
+from lab.model import BuyerEvent, Latency, Result, Scenario, receipts_from_events
+from lab.runner import default_start_method
+from lab.store import Store
+from lab.variants.protocol import RunEnv, Variant
+
+__all__ = [
+    "Exploration",
+    "Gated",
+    "ScheduleError",
+    "StepHang",
+    "explore",
+    "parse_schedule",
+    "replay",
+    "scratch_dir",
+]
+
+#: The step points where a buyer pauses for the scheduler.
+GATES = frozenset({"read", "want-lock", "acquired"})
+#: Up to this many buyers, every schedule is explored.
+EXHAUSTIVE_BUYERS = 3
+#: How long one step may take before the buyer is declared stuck (a hang).
+STEP_TIMEOUT_S = 10.0
+
+
+class ScheduleError(LabError):
+    """Raised by :func:`replay` and ``lab step`` when a schedule asks for an impossible step."""
+
+
+class StepHang(Exception):
+    """Raised by :meth:`Gated.step` when a buyer does not reach its next step point in time."""
+
+
+class _Recorder:
+    """Stands in for the report pipe: the buyers' reports, kept in memory, in order."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, int, float, int | None, str]] = []
+        self._lock = threading.Lock()
+
+    def send_bytes(self, raw: bytes) -> None:
+        with self._lock:
+            self.messages.append(decode(raw))
+
+
+def _label(messages: Sequence[tuple[str, int, float, int | None, str]], gate: str | None) -> str:
+    """Name one step by what the buyer did in it: ``read(1)``, ``write(0)``, ``acquire``..."""
+    parts: list[str] = []
+    kinds = [m[0] for m in messages]
+    for kind, _, _, count, _ in messages:
+        if kind == "read":
+            parts.append(f"read({count})")
+        elif kind == "acquired":
+            parts.append("acquire")
+        elif kind == "bought":
+            parts.append(f"write({count - 1})" if count is not None else "write")
+        elif kind == "sold_out":
+            parts.append("sold-out")
+        elif kind == "released":
+            parts.append("release")
+        elif kind == "error":
+            parts.append("error")
+    if not parts and "search" in kinds:
+        parts.append(f"search({next(m[3] for m in messages if m[0] == 'search')})")
+    if not parts:
+        parts.append("decide" if gate == "want-lock" else "finish")
+    # Read the step in the order things happen to the ticket, whatever order the reports came in.
+    order = (
+        "search",
+        "read",
+        "decide",
+        "acquire",
+        "write",
+        "sold-out",
+        "error",
+        "release",
+        "finish",
+    )
+    return "+".join(sorted(parts, key=lambda p: order.index(p.split("(")[0])))
+
+
+@dataclass
+class Gated:
+    """One run of a variant's buyers, each on a thread, advanced one step at a time.
+
+    Use as a context manager; :meth:`step` moves one buyer to its next step
+    point and returns what it did. :meth:`result` tallies the run exactly as
+    ``lab run`` would.
+    """
+
+    variant: Variant
+    buyers: int
+    tickets: int
+    workdir: Path
+    steps: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.workdir / "data.json")
+        self.store.reset(self.tickets)
+        self.scenario = Scenario(
+            name="explore", buyers=self.buyers, tickets=self.tickets, latency=Latency(0, 0), seed=0
+        )
+        self._recorder = _Recorder()
+        self._cond = threading.Condition()
+        self._go = [threading.Semaphore(0) for _ in range(self.buyers)]
+        #: where each buyer is paused: "start", a gate name, None while running, "end"
+        self.at: list[str | None] = ["start"] * self.buyers
+        self.holder: int | None = None
+        self._threads: list[threading.Thread] = []
+        self._exit = contextlib.ExitStack()
+        self._t0 = time.monotonic()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def __enter__(self) -> Gated:
+        mp = multiprocessing.get_context(default_start_method())
+        env = RunEnv(
+            mp=mp, store=self.store, scenario=self.scenario, buyers=self.buyers, timeout=5.0
+        )
+        stage = self._exit.enter_context(self.variant.stage(env))
+        self.sequential = stage.sequential
+        for i in range(self.buyers):
+            spec = BuyerSpec(i, f"buyer {i}", 0.0, self.buyers)
+            extra = stage.per_buyer[i] if stage.per_buyer is not None else ()
+            me = Buyer(spec, self.store, self._recorder, None)  # type: ignore[arg-type]
+            me.on_step = self._gate_for(i)
+            thread = threading.Thread(
+                target=self._body, args=(i, me, stage.program, (*stage.shared, *extra)), daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Let every paused buyer run to its end so no thread outlives the run.
+        for i in range(self.buyers):
+            if self.at[i] not in ("end", None):
+                self.at[i] = None
+                self._go[i].release()
+        for thread in self._threads:
+            thread.join(STEP_TIMEOUT_S)
+            # A buyer stuck in a lock is a daemon thread and gives up when its lock
+            # times out; the stage below still tears down its processes.
+        self._exit.close()
+
+    def _gate_for(self, i: int) -> Callable[[str], None]:
+        def gate(name: str) -> None:
+            if name in GATES:
+                self._pause(i, name)
+
+        return gate
+
+    def _pause(self, i: int, name: str) -> None:
+        with self._cond:
+            self.at[i] = name
+            self._cond.notify_all()
+        self._go[i].acquire()
+
+    def _body(self, i: int, me: Buyer, program: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self._pause(i, "start")
+        try:
+            program(me, *args)
+        except Exception as exc:  # the buyer's error, as in lab run
+            me.failed(exc)
+        finally:
+            with self._cond:
+                self.at[i] = "end"
+                self._cond.notify_all()
+
+    # -- scheduling --------------------------------------------------------------
+
+    def enabled(self) -> list[int]:
+        """Buyers that can take a step now (not finished, not waiting for a held lock)."""
+        alive = [i for i in range(self.buyers) if self.at[i] != "end"]
+        if self.sequential:
+            return alive[:1]
+        return [
+            i for i in alive if not (self.at[i] == "want-lock" and self.holder not in (None, i))
+        ]
+
+    def blocked_reason(self, i: int) -> str | None:
+        """Why buyer ``i`` cannot move now, or None if it can."""
+        if not 0 <= i < self.buyers:
+            return f"there is no buyer {i} (buyers are 0..{self.buyers - 1})"
+        if self.at[i] == "end":
+            return f"buyer {i} has already finished"
+        if i not in self.enabled():
+            if self.sequential:
+                return f"buyer {i} has not started: buyers run one at a time"
+            return f"buyer {i} is blocked: buyer {self.holder} holds the lock"
+        return None
+
+    def step(self, i: int) -> str:
+        """Let buyer ``i`` run to its next step point; return the step as ``b{i}.label``."""
+        mark = len(self._recorder.messages)
+        with self._cond:
+            gate_before = self.at[i]
+            self.at[i] = None
+        self._go[i].release()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.at[i] is not None, STEP_TIMEOUT_S):
+                raise StepHang(f"buyer {i} did not reach its next step within {STEP_TIMEOUT_S:g} s")
+        new = self._recorder.messages[mark:]
+        for kind, *_ in new:
+            if kind == "acquired":
+                self.holder = i
+            elif kind == "released":
+                self.holder = None
+        label = f"b{i}.{_label(new, self.at[i] if gate_before != 'want-lock' else 'acquired')}"
+        self.steps.append(label)
+        return label
+
+    @property
+    def finished(self) -> bool:
+        return all(a == "end" for a in self.at)
+
+    def view(self, i: int) -> str:
+        """What buyer ``i`` knows: the counts it has read, and where it is."""
+        seen = [m for m in self._recorder.messages if m[1] == i and m[0] in ("search", "read")]
+        last = f"read ticket_num={seen[-1][3]}" if seen else "has read nothing yet"
+        where = {
+            "start": "not started",
+            "end": "done",
+            "want-lock": "waiting to take the lock",
+            "acquired": "holding the lock",
+            "read": "about to decide and write",
+        }.get(self.at[i] or "", self.at[i] or "running")
+        return f"buyer {i}: {last}; {where}"
+
+    # -- the tally -----------------------------------------------------------------
+
+    def events(self) -> list[BuyerEvent]:
+        t0 = self._recorder.messages[0][2] if self._recorder.messages else self._t0
+        return [to_event(k, b, t - t0, c, d) for k, b, t, c, d in self._recorder.messages]
+
+    def result(self, hang: str | None = None) -> Result:
+        names = {i: f"buyer {i}" for i in range(self.buyers)}
+        events = self.events()
+        try:
+            final_text = self.store.read_text()
+            remaining: int | None = self.store.parse(final_text)
+            problem = None
+        except LabError as exc:
+            final_text, remaining, problem = "", None, str(exc)
+        return Result(
+            variant=self.variant.name,
+            scenario=self.scenario,
+            tickets=self.tickets,
+            remaining=remaining,
+            receipts=receipts_from_events(names, events),
+            elapsed_s=max((e.t for e in events), default=0.0),
+            data_path=str(self.store.path),
+            seed=0,
+            start_method="threads (lab explore)",
+            expected_safe=self.variant.safe,
+            final_text=final_text,
+            final_problem=problem,
+            lock=self.scenario.lock if self.variant.locks else None,
+            stalled=hang,
+        )
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A scratch directory, on tmpfs where there is one (fsync is free there)."""
+    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    path = Path(tempfile.mkdtemp(prefix="lab-explore-", dir=base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One explored schedule and what its tally said."""
+
+    steps: tuple[str, ...]
+    oversold: int
+    lost_updates: int
+    errors: int
+    hang: bool
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.oversold or self.lost_updates or self.hang)
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """What :func:`explore` found."""
+
+    variant: str
+    buyers: int
+    tickets: int
+    mode: str  # "exhaustive" or "sampled"
+    complete: bool
+    seed: int | None
+    outcomes: tuple[Outcome, ...]
+    elapsed_s: float
+
+    @property
+    def explored(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def oversold(self) -> int:
+        return sum(1 for o in self.outcomes if o.oversold)
+
+    @property
+    def lost_update(self) -> int:
+        return sum(1 for o in self.outcomes if o.lost_updates)
+
+    @property
+    def deadlocked(self) -> int:
+        return sum(1 for o in self.outcomes if o.hang)
+
+    @property
+    def errored(self) -> int:
+        return sum(1 for o in self.outcomes if o.errors)
+
+    @property
+    def failing(self) -> int:
+        return sum(1 for o in self.outcomes if o.failed)
+
+    @property
+    def shortest_failing(self) -> Outcome | None:
+        failing = [o for o in self.outcomes if o.failed]
+        return min(failing, key=lambda o: len(o.steps)) if failing else None
+
+    def to_json(self) -> dict[str, Any]:
+        shortest = self.shortest_failing
+        return {
+            "variant": self.variant,
+            "buyers": self.buyers,
+            "tickets": self.tickets,
+            "mode": self.mode,
+            "complete": self.complete,
+            "seed": self.seed,
+            "explored": self.explored,
+            "oversold": self.oversold,
+            "lost_update": self.lost_update,
+            "deadlocked": self.deadlocked,
+            "errors": self.errored,
+            "failing": self.failing,
+            "shortest_failing": " ".join(shortest.steps) if shortest else None,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "per_schedule_ms": round(1000 * self.elapsed_s / max(1, self.explored), 3),
+        }
+
+
+def _execute(
+    variant: Variant,
+    buyers: int,
+    tickets: int,
+    workdir: Path,
+    choose: Callable[[list[int], int], int],
+) -> tuple[list[int], list[list[int]], Outcome, Result]:
+    """Run one schedule; ``choose(enabled, position)`` picks who moves at each point."""
+    choices: list[int] = []
+    options: list[list[int]] = []
+    hang = None
+    with Gated(variant, buyers, tickets, workdir) as run:
+        try:
+            while not run.finished:
+                enabled = run.enabled()
+                if not enabled:
+                    hang = "deadlock: every unfinished buyer is waiting for a lock"
+                    break
+                pick = choose(enabled, len(choices))
+                options.append(enabled)
+                choices.append(pick)
+                run.step(pick)
+        except StepHang as exc:
+            hang = str(exc)
+        result = run.result(hang)
+        steps = tuple(run.steps)
+    outcome = Outcome(
+        steps=steps,
+        oversold=result.oversold,
+        lost_updates=result.lost_updates or 0,
+        errors=result.errors,
+        hang=hang is not None,
+    )
+    return choices, options, outcome, result
+
+
+def explore(
+    variant: Variant,
+    buyers: int,
+    tickets: int,
+    *,
+    max_schedules: int = 20_000,
+    seed: int = 0,
+    on_schedule: Callable[[Outcome], None] | None = None,
+) -> Exploration:
+    """Enumerate interleavings of the buyers' steps and tally each.
+
+    Up to :data:`EXHAUSTIVE_BUYERS` buyers, depth-first over every schedule
+    (``complete`` says whether ``max_schedules`` cut it short); above that, a
+    random sample of ``max_schedules`` schedules drawn with ``seed``.
+    """
+    if getattr(variant, "requires", None) or not getattr(variant, "explorable", True):
+        raise UsageError(f"explore: {variant.name} cannot be explored step by step")
+    start = time.monotonic()
+    outcomes: list[Outcome] = []
+    with scratch_dir() as workdir:
+        if buyers <= EXHAUSTIVE_BUYERS:
+            prefix: list[int] = []
+            complete = False
+            while len(outcomes) < max_schedules:
+
+                def follow(enabled: list[int], pos: int, p: list[int] = prefix) -> int:
+                    # Replay the prefix, then always the lowest buyer: depth-first order.
+                    return p[pos] if pos < len(p) else enabled[0]
+
+                choices, options, outcome, _ = _execute(variant, buyers, tickets, workdir, follow)
+                outcomes.append(outcome)
+                if on_schedule is not None:
+                    on_schedule(outcome)
+                for pos in reversed(range(len(choices))):
+                    later = [o for o in options[pos] if o > choices[pos]]
+                    if later:
+                        prefix = [*choices[:pos], later[0]]
+                        break
+                else:
+                    complete = True
+                    break
+            mode = "exhaustive"
+        else:
+            rng = random.Random(seed)
+            for _ in range(max_schedules):
+                *_, outcome, _ = _execute(
+                    variant, buyers, tickets, workdir, lambda enabled, pos: rng.choice(enabled)
+                )
+                outcomes.append(outcome)
+                if on_schedule is not None:
+                    on_schedule(outcome)
+            complete, mode = False, "sampled"
+    return Exploration(
+        variant=variant.name,
+        buyers=buyers,
+        tickets=tickets,
+        mode=mode,
+        complete=complete,
+        seed=None if mode == "exhaustive" else seed,
+        outcomes=tuple(outcomes),
+        elapsed_s=time.monotonic() - start,
+    )
+
+
+_STEP = re.compile(r"^b(?P<buyer>\d+)\.(?P<what>[a-z][a-z+-]*)(?:\([^)]*\))?$")
+
+
+def parse_schedule(text: str) -> list[tuple[int, str]]:
+    """``"b0.read b1.read(1) b0.write"`` -> ``[(0, "read"), (1, "read"), (0, "write")]``."""
+    steps = []
+    for n, token in enumerate(text.replace(",", " ").split(), start=1):
+        match = _STEP.match(token)
+        if match is None:
+            raise UsageError(f"--schedule: step {n} {token!r} is not like b0.read or b1.write(0)")
+        steps.append((int(match["buyer"]), match["what"]))
+    if not steps:
+        raise UsageError("--schedule: no steps given")
+    return steps
+
+
+def _kind(label: str) -> str:
+    """``b0.write(0)+release`` -> ``write+release``: a step's kind without counts."""
+    return re.sub(r"\([^)]*\)", "", label.split(".", 1)[1])
+
+
+def replay(variant: Variant, buyers: int, tickets: int, schedule: str) -> tuple[Result, list[str]]:
+    """Run exactly ``schedule``, then finish any buyer it leaves unfinished, lowest first.
+
+    Raises:
+        ScheduleError: a step names a buyer that is blocked, finished or missing,
+            or the buyer's next step is not the one the schedule names.
+    """
+    wanted = parse_schedule(schedule)
+    with scratch_dir() as workdir, Gated(variant, buyers, tickets, workdir) as run:
+        for n, (buyer, what) in enumerate(wanted, start=1):
+            token = f"b{buyer}.{what}"
+            reason = run.blocked_reason(buyer)
+            if reason is not None:
+                raise ScheduleError(f"--schedule: step {n} {token!r} cannot be taken: {reason}")
+            try:
+                label = run.step(buyer)
+            except StepHang as exc:
+                raise ScheduleError(f"--schedule: step {n} {token!r} hung: {exc}") from None
+            done = _kind(label)
+            if what != done and what not in done.split("+"):
+                raise ScheduleError(
+                    f"--schedule: step {n} {token!r} does not match: buyer {buyer}'s next step was "
+                    f"{label.split('.', 1)[1]}"
+                )
+        while not run.finished:
+            enabled = run.enabled()
+            if not enabled:
+                return run.result(
+                    "deadlock: every unfinished buyer is waiting for a lock"
+                ), run.steps
+            run.step(enabled[0])
+        result = run.result()
+        steps = list(run.steps)
+    # Point the report at a file that still exists after the scratch dir is gone.
+    return dataclasses.replace(result, data_path="(scratch, removed)"), steps

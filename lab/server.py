@@ -1,0 +1,908 @@
+"""The TCP ticket server: one process owns data.json, buyers ask it over sockets.
+
+This is the notes' socket server (``server.bind(('127.0.0.1', 8080))``,
+``listen``, ``accept``, ``recv``, ``send``) serving the notes' ticket grab.
+It answers three requests (docs/protocol.md): ``search`` (查票), ``buy``
+(买票) and ``stats`` (its own ledger)::
+
+    buyer ─┐  connect, {"op":"search"}         ┌──────────────────────────────────┐
+    buyer ─┼────────────────────────────────►  │ accept thread: one thread per     │
+     ...   │  {"op":"buy","latency":0.4}       │ connection, at most               │
+    buyer ─┘ ◄──────────────────────────────── │ --max-connections of them         │
+              {"ok":true,"outcome":"bought",..} │                                    │
+                                               │ handler (mode naive / safe):       │
+                                               │   [safe: take the purchase lock]   │
+                                               │   count = read data.json           │──► data.json
+                                               │   wait the latency (race window)   │
+                                               │   if count > 0: write count - 1    │
+                                               └──────────────────────────────────┘
+
+Two modes, one handler; the difference is one ``with`` statement:
+
+* ``naive``: the handler does the notes' ``buy`` (read, sleep, check, write)
+  with no lock. Every connection has its own thread, so two handlers can read
+  the same count while both wait their latency: the file race of the notes,
+  moved into the server. A server does not fix a race by being a server.
+* ``safe``: the same handler holds the *purchase lock* from its read to its
+  write, and writes atomically. No other purchase can read a count that is
+  about to change, so no ticket is sold twice; searches and stats take no
+  lock, and atomic writes mean they never see a torn file.
+
+Why a lock rather than a single-threaded ``selectors`` event loop: the
+simulated latency sits *between* the read and the write, as in the notes. In
+an event loop that wait would either stall every client (a blocking sleep) or
+need timers plus a queue of pending purchases. A lock keeps the handler
+identical to the naive one, so the fix is visible as one line; purchases are
+serialized while searches, stats and new connections carry on. The cost is a
+thread per connection, which ``--max-connections`` bounds.
+
+Limits, so that bad or hostile input never takes the server down:
+
+* messages over 64 KiB are refused before their body is read (lab.net);
+* a connection idle for ``--idle-timeout`` s, or trickling one frame for
+  longer than 10 s, is closed;
+* at ``--max-connections`` the server stops accepting; new connections wait
+  in the kernel's listen backlog until a slot frees, so a flood slows buyers
+  down but never refuses or loses a request;
+* a buy may ask for at most ``--max-latency`` s, so one request cannot hold the
+  purchase lock for an hour;
+* with ``--token``, a request without the token is refused and disconnected.
+
+Stopping (Ctrl-C, SIGTERM, :meth:`TicketServer.stop`): the server stops
+accepting, hangs up idle connections, and wakes every purchase that is waiting
+out its latency; those are refused with ``shutting_down`` *before* they write,
+so each purchase either completed or changed nothing. In safe mode data.json
+is only ever replaced whole, so it is valid whenever the server stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import hmac
+import ipaddress
+import math
+import os
+import random
+import resource
+import selectors
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
+from rich.console import Console
+
+from lab.errors import DataFileBusy, LabError, StoreCorrupted, UsageError
+from lab.model import MAX_LATENCY_S, Latency
+from lab.net import (
+    DEFAULT_PORT,
+    MAX_TOKEN_CHARS,
+    ProtocolError,
+    Request,
+    format_address,
+    parse_request,
+    recv_message,
+    send_message,
+)
+from lab.store import MAX_TICKETS, Store
+
+__all__ = [
+    "MODES",
+    "PURCHASE_LOCKS",
+    "WRITES",
+    "Mode",
+    "ServerConfig",
+    "ServerFailed",
+    "TicketServer",
+    "add_arguments",
+    "fd_budget",
+    "is_loopback",
+    "lockstep_wait_s",
+    "serve_command",
+]
+
+Mode = Literal["naive", "safe"]
+MODES: tuple[Mode, ...] = ("naive", "safe")
+
+#: Mode -> what a purchase holds from its read to its write. This *is* the fix:
+#: the naive server holds nothing. Tests swap ``"safe"`` for a no-op to prove
+#: the tally catches the race when the lock is gone.
+PURCHASE_LOCKS: dict[str, Callable[[], AbstractContextManager[Any]]] = {
+    "naive": contextlib.nullcontext,
+    "safe": threading.Lock,
+}
+
+#: Mode -> how a purchase writes: the notes' truncate-then-dump (a reader can
+#: catch the file empty), or a whole-file replace that nobody can see half of.
+WRITES: dict[str, Callable[[Store, int], None]] = {
+    "naive": Store.write_in_place,
+    "safe": Store.write_atomic,
+}
+
+#: How often the accept loop looks up from ``select`` to notice a stop.
+_POLL_S = 0.1
+#: A frame must arrive whole within this many seconds of its first byte.
+_FRAME_TIMEOUT_S = 10.0
+#: File descriptors kept free for data.json, temp files, logs and the listener.
+_FD_RESERVE = 64
+#: Connections at which ``lab serve`` stops accepting unless told otherwise.
+DEFAULT_MAX_CONNECTIONS = 1024
+#: accept() errors that mean "out of something, try again later", not "broken".
+_TRANSIENT_ACCEPT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED}
+
+
+def fd_budget() -> int:
+    """Connections this process can hold open: its open-file limit minus a reserve.
+
+    Raises the soft limit to the hard one first (allowed without privileges):
+    the default soft limit of 1,024 would otherwise cap a server far below
+    what the machine can serve.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return max(1, soft - _FD_RESERVE)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a :class:`TicketServer` is told; picklable, so a child process can get it."""
+
+    store: Store
+    mode: Mode = "safe"
+    host: str = "127.0.0.1"
+    #: 0: a free port chosen by the kernel (read it back from ``TicketServer.address``)
+    port: int = 0
+    #: the latency drawn for a ``buy`` that does not name its own
+    latency: Latency = field(default_factory=lambda: Latency(0.0, 0.0))
+    #: the longest latency a ``buy`` may ask for (it is waited out inside the lock in safe mode)
+    max_latency: float = 3.0
+    token: str | None = None
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout: float = 60.0
+    frame_timeout: float = _FRAME_TIMEOUT_S
+    #: hold the first ``lockstep`` purchases between read and write until all have
+    #: read (0: off), so an unprotected purchase races every time, not "usually"
+    lockstep: int = 0
+    #: how long the lockstep barrier waits for everyone before it breaks
+    lockstep_timeout: float = 5.0
+
+
+def lockstep_wait_s(parties: int) -> float:
+    """How long a lockstep barrier of ``parties`` waits: the runner's own formula."""
+    return 5.0 + 0.01 * parties
+
+
+class ServerFailed(LabError):
+    """Raised by ``lab serve`` when its accept loop died (not bad input: exit status 1)."""
+
+    exit_code = 1
+
+
+class _Stopping(Exception):
+    """Raised inside a handler when the server stops before the request changed anything."""
+
+
+_COUNTERS = (
+    "requests",
+    "searches",
+    "sold",
+    "sold_out",
+    "errors",
+    "unauthorized",
+    "connections",
+)
+
+
+class TicketServer:
+    """A thread-per-connection TCP server selling the tickets in one data.json.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`::
+
+        with TicketServer(ServerConfig(Store(path), mode="safe")) as server:
+            host, port = server.address
+            ...
+    """
+
+    def __init__(self, config: ServerConfig, log: Callable[[str], None] | None = None) -> None:
+        if config.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
+        self.config = config
+        self.store = config.store
+        self._log = log
+        self._purchase_lock = PURCHASE_LOCKS[config.mode]()
+        self._write = WRITES[config.mode]
+        # Guards the counters and the connection table; never held across I/O.
+        self._mutex = threading.Lock()
+        self._slot_free = threading.Condition(self._mutex)
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._address: tuple[str, int] | None = None
+        #: open connection -> "idle" (waiting for a request) or "busy" (handling one)
+        self._conns: dict[socket.socket, str] = {}
+        self._threads: set[threading.Thread] = set()
+        self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._peak = 0
+        self._started_with: int | None = None
+        self._started_at = time.monotonic()
+        self._rng = random.Random()
+        self._barrier = (
+            threading.Barrier(config.lockstep, timeout=config.lockstep_timeout)
+            if config.lockstep > 0
+            else None
+        )
+        self._window_entries = 0
+        self._lockstep_broken = False
+        self._purchases_in_flight = 0
+        #: why the accept loop ended on its own, if it did (None: it was stopped)
+        self.failure: str | None = None
+
+    # -- lifecycle --------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` actually bound: with port 0, the port the kernel chose."""
+        if self._address is None:
+            raise RuntimeError("the server is not started")
+        return self._address
+
+    def start(self) -> tuple[str, int]:
+        """Check data.json, bind, listen, and start accepting in a background thread.
+
+        Raises:
+            StoreCorrupted: data.json cannot be read.
+            UsageError: the host cannot be resolved or the port cannot be bound
+                (naming ``--host`` or ``--port``, as ``lab serve`` reports it).
+        """
+        self._started_with = self.store.read()
+        listener = _listen(self.config.host, self.config.port, self.config.max_connections)
+        host, port = listener.getsockname()[:2]
+        self._listener = listener
+        self._address = (host, port)
+        self._started_at = time.monotonic()
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name=f"lab-server-accept-{port}", daemon=True
+        )
+        self._accept_thread.start()
+        return self._address
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s; True once the server has stopped accepting."""
+        return self._stopped.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, answer or refuse what is in flight, and join every thread.
+
+        A purchase waiting out its latency (or the lockstep barrier) is woken
+        and refused before it writes; a purchase already writing finishes.
+        Idle connections are hung up. Threads still running after ``timeout``
+        are daemons and are abandoned (they hold no lock the caller needs).
+        """
+        deadline = time.monotonic() + timeout
+        with self._mutex:
+            self._stopping.set()
+            # Idle handlers are blocked in recv(): SHUT_RD makes it return EOF at once.
+            # Busy ones are left alone to answer; they close after replying.
+            for conn, state in self._conns.items():
+                if state == "idle":
+                    with contextlib.suppress(OSError):
+                        conn.shutdown(socket.SHUT_RD)
+            self._slot_free.notify_all()
+        if self._barrier is not None:
+            self._barrier.abort()
+        if self._accept_thread is not None:
+            self._accept_thread.join(max(0.0, deadline - time.monotonic()))
+        with self._mutex:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._listener is not None:
+            self._listener.close()
+        self._stopped.set()
+
+    def __enter__(self) -> TicketServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- accepting ----------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        selector = selectors.DefaultSelector()
+        selector.register(listener, selectors.EVENT_READ)
+        try:
+            while not self._stopping.is_set():
+                with self._slot_free:
+                    # At capacity: leave new connections in the kernel's backlog
+                    # (backpressure) instead of accepting and refusing them.
+                    while (
+                        len(self._conns) >= self.config.max_connections
+                        and not self._stopping.is_set()
+                    ):
+                        self._slot_free.wait(_POLL_S)
+                if self._stopping.is_set() or not selector.select(_POLL_S):
+                    continue
+                self._accept_ready(listener)
+        except Exception as exc:  # the listener itself failed: say so, do not die silently
+            self.failure = f"{type(exc).__name__}: {exc}"
+            self._say(f"stopped accepting: {self.failure}")
+        finally:
+            selector.close()
+            self._stopped.set()
+
+    def _accept_ready(self, listener: socket.socket) -> None:
+        """Accept every connection already waiting, up to the free slots."""
+        while len(self._conns) < self.config.max_connections:
+            try:
+                conn, peer = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in _TRANSIENT_ACCEPT:
+                    self._say(f"accept failed ({exc.strerror}); retrying shortly")
+                    time.sleep(_POLL_S)
+                    return
+                raise
+            self._open(conn, peer)
+
+    def _open(self, conn: socket.socket, peer: Any) -> None:
+        with self._mutex:
+            if self._stopping.is_set():
+                conn.close()
+                return
+            self._conns[conn] = "idle"
+            self._counters["connections"] += 1
+            self._peak = max(self._peak, len(self._conns))
+        self._say(f"connection from {_peer(peer)}")
+        # Replies are one small frame each: send them now rather than wait (Nagle).
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        thread = threading.Thread(
+            target=self._serve_connection, args=(conn, peer), name="lab-server-conn", daemon=True
+        )
+        with self._mutex:
+            self._threads.add(thread)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread": out of memory or a ulimit
+            self._say(f"cannot serve {peer}: {exc}")
+            self._close(conn, thread)
+
+    def _close(self, conn: socket.socket, thread: threading.Thread | None) -> None:
+        with contextlib.suppress(OSError):
+            conn.close()
+        with self._slot_free:
+            self._conns.pop(conn, None)
+            self._threads.discard(thread or threading.current_thread())
+            self._slot_free.notify()
+
+    # -- one connection ---------------------------------------------------------------
+
+    def _serve_connection(self, conn: socket.socket, peer: Any) -> None:
+        """Answer requests on one connection, in order, until it closes or the server stops."""
+        try:
+            while True:
+                try:
+                    message = recv_message(
+                        conn,
+                        self.config.frame_timeout,
+                        first_byte_timeout=self.config.idle_timeout,
+                    )
+                except ProtocolError as exc:
+                    # The stream may be out of step (a frame cut short or too long):
+                    # answer once, then hang up rather than guess where the next frame starts.
+                    self._count("errors")
+                    code = "shutting_down" if self._stopping.is_set() else "bad_request"
+                    self._reply(conn, _refusal(code, str(exc)))
+                    return
+                except OSError:  # idle timeout, reset, or shut down by stop()
+                    return
+                if message is None:
+                    return
+                if not self._begin(conn):
+                    self._reply(conn, _refusal("shutting_down", "the server is stopping"))
+                    return
+                try:
+                    reply, keep_open = self._handle(message)
+                finally:
+                    still_serving = self._end(conn)
+                if not self._reply(conn, reply) or not keep_open or not still_serving:
+                    return
+        finally:
+            self._close(conn, None)
+
+    def _begin(self, conn: socket.socket) -> bool:
+        with self._mutex:
+            if self._stopping.is_set():
+                return False
+            self._conns[conn] = "busy"
+            self._counters["requests"] += 1
+            return True
+
+    def _end(self, conn: socket.socket) -> bool:
+        with self._mutex:
+            self._conns[conn] = "idle"
+            return not self._stopping.is_set()
+
+    def _reply(self, conn: socket.socket, reply: dict[str, Any]) -> bool:
+        try:
+            send_message(conn, reply, self.config.frame_timeout)
+        except (OSError, ProtocolError):
+            return False
+        return True
+
+    def _handle(self, message: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """One request -> (reply, keep the connection open?). Never raises."""
+        try:
+            request = parse_request(message)
+        except ProtocolError as exc:
+            self._count("errors")
+            return _refusal("bad_request", str(exc)), True
+        if not self._authorized(request):
+            self._count("unauthorized")
+            return _refusal("unauthorized", "missing or wrong token"), False
+        try:
+            if request.op == "search":
+                return self._search(request), True
+            if request.op == "buy":
+                return self._buy(request), True
+            return self.stats(), True
+        except _Stopping:
+            return _refusal(
+                "shutting_down", "the server stopped before this request changed anything"
+            ), False
+        except ProtocolError as exc:
+            self._count("errors")
+            return _refusal("bad_request", str(exc)), True
+        except StoreCorrupted as exc:
+            # e.g. a torn read in naive mode: another handler truncated the file just now.
+            self._count("errors")
+            self._say(f"{request.buyer or 'a buyer'}: {exc}")
+            return _refusal("store", str(exc)), True
+        except OSError as exc:
+            self._count("errors")
+            return _refusal("store", f"{self.store.path}: {exc.strerror or exc}"), True
+        except Exception as exc:  # a bug: answer it, keep serving everyone else
+            self._count("errors")
+            self._say(f"internal error: {type(exc).__name__}: {exc}")
+            return _refusal("internal", type(exc).__name__), True
+
+    def _authorized(self, request: Request) -> bool:
+        expected = self.config.token
+        if expected is None:
+            return True
+        # Constant-time comparison: response timing must not leak the token's prefix.
+        return hmac.compare_digest((request.token or "").encode(), expected.encode())
+
+    # -- the notes' search and buy, server side ------------------------------------------
+
+    def _search(self, request: Request) -> dict[str, Any]:
+        """查票: read and report. No lock: it writes nothing (and safe writes are never torn)."""
+        count = self.store.read()
+        self._count("searches")
+        self._say(f"{request.buyer or 'a buyer'} searched: ticket_num={count}")
+        return {"ok": True, "op": "search", "count": count}
+
+    def _buy(self, request: Request) -> dict[str, Any]:
+        """买票: read, wait, check, write. The purchase lock (safe mode) spans all four."""
+        latency = request.latency
+        if latency is None:
+            latency = self._rng.uniform(self.config.latency.low, self.config.latency.high)
+        if latency > self.config.max_latency:
+            raise ProtocolError(
+                f"latency {latency:g} s is above this server's maximum "
+                f"({self.config.max_latency:g} s, --max-latency)"
+            )
+        with self._purchase_lock:
+            if self._stopping.is_set():
+                raise _Stopping
+            count = self.store.read()  # 再次确认票
+            with self._in_flight():
+                self._race_window(latency)  # 模拟网络延迟: naive handlers interleave here
+                if count > 0:
+                    self._write(self.store, count - 1)
+                    outcome = "bought"
+                else:
+                    outcome = "sold_out"
+        self._count("sold" if outcome == "bought" else "sold_out")
+        who = request.buyer or "a buyer"
+        if outcome == "bought":
+            self._say(f"{who} bought ticket {count} (wrote ticket_num={count - 1})")
+            return {"ok": True, "op": "buy", "outcome": "bought", "count": count, "ticket": count}
+        self._say(f"{who} found no ticket (read ticket_num={count})")
+        return {"ok": True, "op": "buy", "outcome": "sold_out", "count": count, "ticket": None}
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """Count purchases between their read and their write (``stats``: ``in_flight``)."""
+        with self._mutex:
+            self._purchases_in_flight += 1
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._purchases_in_flight -= 1
+
+    def _race_window(self, latency: float) -> None:
+        """Wait between the read and the write: the lockstep barrier, then the latency.
+
+        The barrier (``lockstep``) holds the first N purchases here until all N
+        have read, so in naive mode every one of them decides on the same
+        count, every run. In safe mode the purchase lock keeps the others out,
+        the barrier can never fill, and it breaks after its timeout (recorded
+        as ``lockstep_broken``) instead of deadlocking. A stop wakes both waits.
+        """
+        if self._barrier is not None:
+            with self._mutex:
+                self._window_entries += 1
+                mine = self._window_entries
+            if mine <= self._barrier.parties:
+                try:
+                    self._barrier.wait()
+                except threading.BrokenBarrierError:
+                    with self._mutex:
+                        self._lockstep_broken = True
+        if self._stopping.wait(latency):
+            raise _Stopping
+
+    # -- the ledger ---------------------------------------------------------------------
+
+    def _count(self, key: str) -> None:
+        with self._mutex:
+            self._counters[key] += 1
+
+    def _say(self, line: str) -> None:
+        if self._log is not None:
+            # A --verbose line is commentary: a closed stdout must not fail a sale
+            # that has already been written.
+            with contextlib.suppress(Exception):
+                self._log(line)
+
+    def stats(self) -> dict[str, Any]:
+        """The server's own account: what it sold, and what data.json holds now.
+
+        ``sold`` counts the purchases this server confirmed; ``remaining`` is
+        read from the file. In naive mode the two disagree after a race:
+        ``sold - (started_with - remaining)`` sales were lost updates.
+        """
+        try:
+            remaining: int | None = self.store.read()
+            problem = None
+        except StoreCorrupted as exc:
+            remaining, problem = None, exc.problem
+        with self._mutex:
+            counters = dict(self._counters)
+            active, peak, broken = len(self._conns), self._peak, self._lockstep_broken
+            in_flight = self._purchases_in_flight
+        return {
+            "ok": True,
+            "op": "stats",
+            "mode": self.config.mode,
+            "started_with": self._started_with,
+            "remaining": remaining,
+            "problem": problem,
+            **counters,
+            "active_connections": active,
+            "peak_connections": peak,
+            "max_connections": self.config.max_connections,
+            "max_latency": self.config.max_latency,
+            "in_flight": in_flight,
+            "lockstep_broken": broken,
+            "uptime_s": round(time.monotonic() - self._started_at, 3),
+        }
+
+
+def _peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return format_address(str(peer[0]), int(peer[1]))
+    return str(peer)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a bound address) is reachable from this machine only."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _refusal(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": code, "message": message}
+
+
+def _listen(host: str, port: int, max_connections: int) -> socket.socket:
+    """A non-blocking listening socket on ``host:port``, or UsageError naming the option."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(f"--host: cannot resolve {host!r}: {exc}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # Restarting right after a stop must not fail on the old connections' TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        # The backlog is where connections wait while every slot is busy; the
+        # kernel caps it at net.core.somaxconn.
+        sock.listen(max(128, min(max_connections, 4096)))
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        where = format_address(host, port)
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise UsageError(f"--host: {host} is not an address of this machine") from None
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"--port: {where} is already in use") from None
+        raise UsageError(f"--port: cannot listen on {where}: {exc.strerror or exc}") from None
+    return sock
+
+
+# -- `lab serve` ------------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def _count_arg(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _seconds_arg(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(
+                f"expected seconds from {low:g} to {high:g}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _latency_arg(text: str) -> Latency:
+    try:
+        return Latency.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _token_arg(text: str) -> str:
+    if not text or len(text) > MAX_TOKEN_CHARS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_TOKEN_CHARS} characters")
+    return text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``lab serve``."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data.json"),
+        metavar="PATH",
+        help="the ticket file to own (default: data.json here, as the notes)",
+    )
+    parser.add_argument(
+        "--tickets",
+        type=_count_arg(0, MAX_TICKETS, "a whole number of tickets, 0 or more"),
+        help="reset data.json to this many tickets first (default: keep its count)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"port to listen on (default {DEFAULT_PORT}; 0 = any free port, printed at start)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="safe",
+        help="naive: the notes' buy with no lock (races); safe: a lock around each purchase",
+    )
+    parser.add_argument(
+        "--latency",
+        type=_latency_arg,
+        default=Latency(0.0, 0.0),
+        metavar="SPEC",
+        help="delay between a purchase's read and write when the buyer names none: 0, 0.2 "
+        "or 0.05-0.2 (default 0)",
+    )
+    parser.add_argument(
+        "--max-latency",
+        type=_seconds_arg(0.0, MAX_LATENCY_S),
+        default=3.0,
+        metavar="SECONDS",
+        help="the longest delay a buyer may ask for (default 3, the notes' worst case)",
+    )
+    parser.add_argument(
+        "--lockstep",
+        type=_count_arg(0, 100_000, "a whole number of purchases, 0 or more"),
+        default=0,
+        metavar="N",
+        help="hold the first N purchases between read and write until all N have read: "
+        "a naive server then oversells every time (default 0: off)",
+    )
+    parser.add_argument(
+        "--token",
+        type=_token_arg,
+        metavar="SECRET",
+        help="require this shared secret in every request (default: $LAB_TOKEN, else none)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_count_arg(1, 1_000_000, "a whole number of connections, 1 or more"),
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections served at once; more wait in the backlog (default "
+        f"{DEFAULT_MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_seconds_arg(0.01, 86_400.0),
+        default=60.0,
+        metavar="SECONDS",
+        help="hang up a connection that sends nothing for this long (default 60)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print a line for every search and purchase"
+    )
+
+
+def _config_from_args(args: argparse.Namespace, store: Store) -> ServerConfig:
+    token = args.token if args.token is not None else (os.environ.get("LAB_TOKEN") or None)
+    if token is not None and len(token) > MAX_TOKEN_CHARS:
+        raise UsageError(f"LAB_TOKEN: expected at most {MAX_TOKEN_CHARS} characters")
+    if args.latency.high > args.max_latency:
+        raise UsageError(f"--latency: {args.latency} is above --max-latency {args.max_latency:g} s")
+    budget = fd_budget()
+    if args.max_connections > budget:
+        raise UsageError(
+            f"--max-connections: {args.max_connections} is above what this process may "
+            f"open ({budget}); lower it or raise `ulimit -n`"
+        )
+    if args.lockstep > args.max_connections:
+        raise UsageError(
+            f"--lockstep: {args.lockstep} purchases can never be in flight together "
+            f"with --max-connections {args.max_connections}"
+        )
+    return ServerConfig(
+        store=store,
+        mode=args.mode,
+        host=args.host,
+        port=args.port,
+        latency=args.latency,
+        max_latency=args.max_latency,
+        token=token,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
+        lockstep=args.lockstep,
+        lockstep_timeout=lockstep_wait_s(args.lockstep),
+    )
+
+
+def _check_data(store: Store) -> None:
+    try:
+        store.read()
+    except StoreCorrupted as exc:
+        raise UsageError(f"--data: {exc} (pass --tickets T to start it afresh)") from None
+
+
+def serve_command(args: argparse.Namespace, console: Console) -> int:
+    """``lab serve``: own data.json and sell its tickets over TCP until interrupted.
+
+    Prints exactly one ``listening on HOST:PORT`` line (the real port, also
+    with ``--port 0``) once connections are accepted. Ctrl-C or SIGTERM (the
+    CLI turns it into KeyboardInterrupt) stops it cleanly; returns 0.
+    """
+    store = Store(args.data)
+    config = _config_from_args(args, store)
+    if args.tickets is None:
+        _check_data(store)  # before the lock, which would create a missing directory
+    # One owner per data.json: a second server, or a `lab run --data` on the same
+    # file, would sell the same tickets without knowing of each other.
+    run_lock = FileLock(str(store.path) + ".run.lock", timeout=0)
+    try:
+        run_lock.acquire()
+    except FileLockTimeout:
+        raise DataFileBusy(f"{store.path}: another lab run or server is using this file") from None
+    except OSError as exc:
+        raise UsageError(f"--data: {store.path}: {exc.strerror or exc}") from None
+    try:
+        if args.tickets is not None:
+            try:
+                store.reset(args.tickets)
+            except StoreCorrupted as exc:
+                raise UsageError(f"--data: {exc}") from None
+            except OSError as exc:
+                raise UsageError(f"--data: {store.path}: {exc.strerror or exc}") from None
+        else:
+            _check_data(store)
+
+        def log(line: str) -> None:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+        server = TicketServer(config, log=log if args.verbose else None)
+        host, port = server.start()
+        try:
+            # A Ctrl-C (or SIGTERM, which the CLI turns into one) anywhere from here
+            # on means "stop": the finally below answers or refuses what is in flight.
+            with contextlib.suppress(KeyboardInterrupt):
+                if not is_loopback(host):
+                    # Loopback is the default for a reason: say so when it is left, and
+                    # before the listening line, i.e. before anyone can have connected.
+                    risk = (
+                        "every request must carry --token"
+                        if config.token is not None
+                        else "no --token: anyone who can reach it can buy"
+                    )
+                    print(
+                        f"lab serve: warning: {format_address(host, port)} is reachable "
+                        f"from other machines; {risk}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                console.print(
+                    f"listening on {format_address(host, port)}",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                console.file.flush()
+                while not server.wait(0.5):
+                    pass
+        finally:
+            server.stop()
+        if server.failure is not None:
+            raise ServerFailed(f"the server stopped accepting connections: {server.failure}")
+        ledger = server.stats()
+        console.print(
+            f"stopped: {ledger['sold']} sold, {ledger['sold_out']} sold out, "
+            f"data.json holds ticket_num={ledger['remaining']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 0
+    finally:
+        run_lock.release()

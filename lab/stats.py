@@ -1,0 +1,167 @@
+"""Many runs of one variant, summarized: how often it raced, how badly, what it cost.
+
+One run of a race proves little: races are intermittent. :class:`VariantStats`
+holds every :class:`~lab.model.Result` of one variant on one scenario and
+derives the rates from them, the same way ``Result`` derives its tallies from
+receipts: nothing is counted twice in two places.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lab.model import Result
+
+__all__ = ["ANOMALIES", "VariantStats", "case_label"]
+
+#: The anomaly matrix's columns: name -> how many of it one run showed.
+ANOMALIES: dict[str, Callable[[Result], int]] = {
+    "oversell": lambda r: r.oversold,
+    "lost update": lambda r: r.lost_updates if r.lost_updates is not None else 1,
+    "double sale": lambda r: r.double_sold,
+    "torn read/error": lambda r: r.errors,
+    "hang": lambda r: 1 if r.stalled else 0,
+}
+
+
+def case_label(variant: str, lock: str | None) -> str:
+    """``locked[mp]`` for a variant run with a given lock kind, else the variant's name."""
+    return f"{variant}[{lock}]" if lock else variant
+
+
+@dataclass(frozen=True)
+class VariantStats:
+    """K runs of one variant (and lock kind) on one scenario."""
+
+    variant: str
+    lock: str | None
+    expected_safe: bool
+    why: str
+    caveat: str
+    results: tuple[Result, ...]
+
+    @property
+    def label(self) -> str:
+        return case_label(self.variant, self.lock)
+
+    @property
+    def runs(self) -> int:
+        return len(self.results)
+
+    @property
+    def oversold_runs(self) -> int:
+        return sum(1 for r in self.results if r.oversold > 0)
+
+    @property
+    def oversold_rate(self) -> float:
+        return self.oversold_runs / self.runs if self.runs else 0.0
+
+    @property
+    def mean_oversold(self) -> float:
+        return statistics.fmean(r.oversold for r in self.results) if self.results else 0.0
+
+    @property
+    def max_oversold(self) -> int:
+        return max((r.oversold for r in self.results), default=0)
+
+    @property
+    def lost_updates(self) -> int:
+        """Lost updates over all runs (an unreadable final file counts as one)."""
+        return sum(r.lost_updates if r.lost_updates is not None else 1 for r in self.results)
+
+    @property
+    def double_sold(self) -> int:
+        return sum(r.double_sold for r in self.results)
+
+    @property
+    def errors(self) -> int:
+        return sum(r.errors for r in self.results)
+
+    @property
+    def hangs(self) -> int:
+        return sum(1 for r in self.results if r.stalled)
+
+    @property
+    def median_elapsed(self) -> float:
+        return statistics.median(r.elapsed_s for r in self.results) if self.results else 0.0
+
+    @property
+    def tickets_per_s(self) -> float:
+        """Median of sold / elapsed over the runs: what a sale costs under this mechanism."""
+        rates = [r.sold / r.elapsed_s for r in self.results if r.elapsed_s > 0]
+        return statistics.median(rates) if rates else 0.0
+
+    @property
+    def histogram(self) -> Counter[int]:
+        """How many runs oversold by 0, 1, 2, ... tickets."""
+        return Counter(r.oversold for r in self.results)
+
+    def anomaly(self, name: str) -> tuple[int, int]:
+        """(runs that showed it, total count over all runs) for one ANOMALIES column."""
+        counts = [ANOMALIES[name](r) for r in self.results]
+        return sum(1 for c in counts if c), sum(counts)
+
+    @property
+    def held(self) -> bool:
+        """Never oversold, lost an update, double-sold, failed or hung in any run."""
+        return all(r.consistent and not r.raced for r in self.results)
+
+    @property
+    def verdict(self) -> str:
+        return "holds" if self.held else "races"
+
+    @property
+    def betrayed(self) -> bool:
+        """Expected to be safe, yet some run oversold, lost an update or had an error."""
+        return self.expected_safe and not self.held
+
+    def sentence(self) -> str:
+        """One sentence on why this row says what it says."""
+        n = self.runs
+        if self.held:
+            text = f"{self.label} held in all {n} runs: {self.why}."
+            return text + (f" ({self.caveat})" if self.caveat else "")
+        parts = []
+        if self.oversold_runs:
+            worst = self.max_oversold
+            parts.append(f"oversold in {self.oversold_runs} of {n} runs (up to {worst})")
+        if self.lost_updates:
+            parts.append(f"lost {self.lost_updates} updates")
+        if self.errors:
+            parts.append(f"had {self.errors} errors")
+        if self.hangs:
+            parts.append(f"hung in {self.hangs} runs")
+        head = f"{self.label} " + ", ".join(parts)
+        if self.expected_safe:
+            return head + ": it was expected to hold, so this is a bug in the fix."
+        return head + f": {self.why}."
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "lock": self.lock,
+            "label": self.label,
+            "expected_safe": self.expected_safe,
+            "runs": self.runs,
+            "oversold_runs": self.oversold_runs,
+            "oversold_rate": self.oversold_rate,
+            "mean_oversold": self.mean_oversold,
+            "max_oversold": self.max_oversold,
+            "lost_updates": self.lost_updates,
+            "double_sold": self.double_sold,
+            "errors": self.errors,
+            "hangs": self.hangs,
+            "median_elapsed_s": self.median_elapsed,
+            "tickets_per_s": self.tickets_per_s,
+            "verdict": self.verdict,
+            "histogram": {str(k): v for k, v in sorted(self.histogram.items())},
+            "anomalies": {
+                name: {"runs": runs, "count": count}
+                for name, (runs, count) in ((a, self.anomaly(a)) for a in ANOMALIES)
+            },
+            "why": self.sentence(),
+        }

@@ -1,0 +1,58 @@
+"""locked-write-only: a lock around the write alone. A classic mistake; it still oversells.
+
+The race it still allows: the buyer reads the count *outside* the lock, waits
+out its latency, and only then takes the lock to write ``count - 1``. The
+lock makes each write whole (no torn file), but the decision was made on a
+count that may already be stale. Two buyers who both read 1 both write 0, one
+after the other, each safely, and both are told 买票成功. Mutual exclusion has
+to cover the whole read-check-write, not just the part that touches the disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from filelock import FileLock
+
+from lab._buyer import Buyer
+from lab.variants.naive import search
+from lab.variants.protocol import RunEnv, Stage
+
+__all__ = ["LockedWriteOnly", "buy", "run"]
+
+
+def buy(me: Buyer, timeout: float) -> None:
+    """买票, locking only around the write."""
+    count = me.store.read()  # read WITHOUT the lock: another buyer may be about to write
+    me.read(count)
+    me.network_latency()  # the race window is still wide open
+    if count > 0:
+        me.wants_lock()
+        with FileLock(str(me.store.lock_path), timeout=timeout):  # too late: the decision is made
+            me.acquired()
+            me.store.write_atomic(count - 1)
+        me.released()
+        me.bought(ticket=count)
+    else:
+        me.sold_out(count)
+
+
+def run(me: Buyer, timeout: float) -> None:
+    search(me)
+    buy(me, timeout)
+
+
+class LockedWriteOnly:
+    name = "locked-write-only"
+    summary = "a FileLock around the write only, not the read-check-write (a classic mistake)"
+    safe = False
+    locks: tuple[str, ...] = ()
+    why = (
+        "the lock makes each write whole, but the count was read before taking it, so buyers "
+        "who read the same count still each sell the same ticket"
+    )
+
+    @contextmanager
+    def stage(self, env: RunEnv) -> Iterator[Stage]:
+        yield Stage(program=run, shared=(env.timeout,), lock="file")

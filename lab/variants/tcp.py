@@ -1,0 +1,378 @@
+"""server-naive and server: the ticket grab over TCP, one server owning data.json.
+
+The notes' next chapter is socket programming; a course then asks "how does
+one server serve many clients?". Here every buyer is the notes' client
+(``connect``, ``send``, ``recv``) and :mod:`lab.server` is the notes' server
+with a thread per connection::
+
+    buyer processes (K buyers each, on threads)        server process (lab.server)
+    ───────────────────────────────────────────        ──────────────────────────────────────
+    Client.connect((host, port)) ─────────────────────► accept -> a thread for this buyer
+    {"op":"search"}  ─────────────────────────────────► read data.json
+        me.searched(count) ◄──────────────────────────── {"count": n}
+    {"op":"buy","latency":me.latency_s} ──────────────► [server: take the purchase lock]
+                                                        count = read data.json
+                                                        wait latency  <- the race window
+                                                        if count > 0: write count - 1
+        me.read(count); me.bought(count)  ◄───────────── {"result":"bought","count":n}
+    stage exit: {"op":"stats"} ───────────────────────► the server's ledger -> Result.ledger
+
+* ``server-naive`` (races): the handler is the notes' ``buy`` with no lock.
+  Two connections are two threads; both read 1, both wait, both write 0, both
+  are told 买票成功. Moving the file behind a server fixes nothing by itself.
+* ``server`` (holds): the same handler takes a lock before its read and
+  releases it after its (atomic) write, so purchases happen one at a time.
+  lab/server.py explains why a lock and not a single-threaded event loop.
+
+Where the latency lives: on the server, between its read and its write, as
+in the notes' ``buy``, because that is where the race window is. Each buyer
+sends its own seeded draw (``me.latency_s``) with its ``buy``, so ``--seed``
+repeats a run; the server waits it out (refusing anything above its
+``--max-latency``), and draws its own only for clients that send none. In
+``server`` mode the wait is inside the lock, so purchases take the sum of the
+latencies, exactly like ``locked``.
+
+Determinism: with ``--lockstep`` the server is started with a barrier for all
+N purchases between read and write (lab.server, ``lockstep``), so
+``server-naive`` oversells every time: each handler has read the count before
+any writes. The runner's own lockstep barrier is not used, because the race
+window is in the server, not in the buyer.
+
+Scale: buyers here share nothing but a socket, so a large run seats many
+buyers per process, each on its own thread (:func:`buyers_per_process`):
+10,000 buyers are 16 processes, not 10,000. At ``--max-connections`` the
+server stops accepting and the rest wait in the listen backlog.
+
+Without ``--connect`` the run starts its own server in a child process on
+127.0.0.1, a free port, and a random token (so no other local program can buy
+from it), and stops and reaps it at the end. With ``--connect HOST:PORT`` it
+drives an external ``lab serve`` instead (``--token`` / ``$LAB_TOKEN`` if it
+needs one); the ledger then counts everything the server did during the run,
+including other clients' requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from typing import Any
+
+from lab._buyer import Buyer
+from lab.errors import LabError, UsageError
+from lab.net import Client, format_address, parse_address
+from lab.server import Mode, ServerConfig, TicketServer, fd_budget, lockstep_wait_s
+from lab.variants.protocol import RunEnv, Stage
+
+__all__ = [
+    "Server",
+    "ServerNaive",
+    "buy",
+    "buyers_per_process",
+    "connections_per_process",
+    "run",
+    "search",
+    "server_process",
+]
+
+#: Up to this many buyers, one process each, as in the notes.
+ONE_PER_PROCESS_UP_TO = 64
+#: Above it, the buyers are spread over this many processes (threads inside each).
+PROCESSES_AT_SCALE = 16
+#: Connections the run's own server serves at once (the rest wait in its backlog).
+CONNECTIONS_CAP = 1024
+#: How long the server process may take to bind and report its port.
+_START_TIMEOUT_S = 30.0
+#: How long the server gets to answer or refuse in-flight requests when stopped.
+_STOP_TIMEOUT_S = 10.0
+#: Bound on one stats request at the start and end of a run.
+_STATS_TIMEOUT_S = 30.0
+
+
+def buyers_per_process(buyers: int) -> int:
+    """K: how many buyers share one process. 1 for classroom sizes; 16 processes at scale."""
+    if buyers <= ONE_PER_PROCESS_UP_TO:
+        return 1
+    return math.ceil(buyers / PROCESSES_AT_SCALE)
+
+
+# -- the buyer: the notes' client --------------------------------------------------------
+
+
+def search(me: Buyer, client: Client) -> None:
+    """查票, by asking the server."""
+    me.searched(client.search())
+
+
+def buy(me: Buyer, client: Client) -> None:
+    """买票: the server reads, waits this buyer's latency, checks and writes; we report it.
+
+    ``me.read`` is the count the server read for this purchase. It is reported
+    when the reply arrives, i.e. after the server's write.
+    """
+    result, count = client.buy(latency=me.latency_s, buyer=me.name)
+    me.read(count)
+    if result == "bought":
+        me.bought(ticket=count)
+    else:
+        me.sold_out(count)
+
+
+#: This process's connection pool: at most ``max_open`` of its buyers connected at
+#: once. Created by the first buyer thread that needs it (after the fork).
+_pool: threading.BoundedSemaphore | None = None
+_pool_lock = threading.Lock()
+
+
+@contextmanager
+def _connection_slot(max_open: int | None, timeout: float) -> Iterator[None]:
+    """Wait (bounded) for one of this process's ``max_open`` connection slots."""
+    global _pool  # noqa: PLW0603 - one pool per buyer process, shared by its threads
+    if max_open is None:
+        yield
+        return
+    with _pool_lock:
+        if _pool is None:
+            _pool = threading.BoundedSemaphore(max_open)
+        pool = _pool
+    if not pool.acquire(timeout=timeout):
+        raise TimeoutError(f"no free connection slot in this process within {timeout:g} s")
+    try:
+        yield
+    finally:
+        pool.release()
+
+
+def run(  # noqa: PLR0917 - a buyer program receives its args positionally
+    me: Buyer,
+    host: str,
+    port: int,
+    token: str | None,
+    timeout: float,
+    max_open: int | None = None,
+) -> None:
+    """The notes' ``run(name)``, as a socket client: connect, search, buy, close.
+
+    ``max_open`` (large runs only) caps how many of this process's buyers hold
+    a connection at once, like any client's connection pool: the others wait
+    here instead of in the server's full listen backlog, where the kernel
+    drops their SYNs and TCP retries only after 1, 3, 7, 15 s.
+    """
+    with _connection_slot(max_open, timeout), Client(host, port, token=token, timeout=timeout) as c:
+        search(me, c)
+        buy(me, c)
+
+
+def connections_per_process(buyers: int, lockstep: bool) -> int | None:
+    """``max_open`` for a run: None (no cap) unless buyers outnumber what the server can queue.
+
+    The server serves ``CONNECTIONS_CAP`` connections and queues as many again
+    in its backlog; the buyer processes share that budget. Lockstep needs every
+    purchase inside the server at once, so it is never capped.
+    """
+    if lockstep or buyers <= CONNECTIONS_CAP:
+        return None
+    processes = math.ceil(buyers / buyers_per_process(buyers))
+    return max(1, (2 * CONNECTIONS_CAP) // processes)
+
+
+# -- the run's own server -------------------------------------------------------------------
+
+
+def server_process(config: ServerConfig, control: Connection) -> None:
+    """Entry point of the server child: report the port, serve until told to stop.
+
+    Stops when the runner sends ``"stop"``, closes its end of the pipe, or dies.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C and stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    runner = os.getppid()
+    config = replace(config, max_connections=min(config.max_connections, fd_budget()))
+    server = TicketServer(config)
+    try:
+        host, port = server.start()
+    except (LabError, OSError) as exc:
+        control.send(("error", str(exc)))
+        return
+    try:
+        control.send(("listening", host, port))
+        while True:
+            if control.poll(0.2):
+                with contextlib.suppress(EOFError, OSError):
+                    if control.recv() != "stop":
+                        continue
+                return
+            if os.getppid() != runner:
+                return  # the runner died: do not linger as an orphan
+    finally:
+        server.stop(_STOP_TIMEOUT_S)
+        control.close()
+
+
+@contextmanager
+def _own_server(env: RunEnv, mode: Mode, token: str) -> Iterator[tuple[str, int]]:
+    """Start a server for this run in a child process; always reap it."""
+    n = env.buyers
+    lockstep = n if env.scenario.lockstep else 0
+    config = ServerConfig(
+        store=env.store,
+        mode=mode,
+        host="127.0.0.1",
+        port=0,
+        latency=env.scenario.latency,
+        max_latency=env.scenario.latency.high,
+        token=token,
+        # Lockstep needs every purchase in the server at once; otherwise a cap
+        # keeps the thread count sane and the backlog holds the rest.
+        max_connections=max(16, n if lockstep else min(n, CONNECTIONS_CAP)),
+        idle_timeout=env.timeout,
+        lockstep=lockstep,
+        # The last buyer may arrive (n - 1) x arrival after the gun: the barrier must wait for it.
+        lockstep_timeout=lockstep_wait_s(n) + n * float(getattr(env.scenario, "arrival", 0.0)),
+    )
+    ours, theirs = env.mp.Pipe()
+    proc = env.mp.Process(
+        target=server_process, args=(config, theirs), name="lab-server", daemon=True
+    )
+    proc.start()
+    theirs.close()  # our copy: only the child's end must keep the pipe open
+    try:
+        if not ours.poll(_START_TIMEOUT_S):
+            raise LabError(f"the ticket server did not start within {_START_TIMEOUT_S:g} s")
+        try:
+            status = ours.recv()
+        except EOFError:
+            raise LabError("the ticket server exited before it was listening") from None
+        if status[0] != "listening":
+            raise LabError(f"the ticket server did not start: {status[1]}")
+        yield status[1], status[2]
+    finally:
+        with contextlib.suppress(OSError):
+            ours.send("stop")
+        proc.join(_STOP_TIMEOUT_S + 5.0)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5.0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5.0)
+        proc.close()
+        ours.close()
+
+
+#: Stats counters whose change over the run is the run's share.
+_DELTAS = ("requests", "searches", "sold", "sold_out", "errors", "unauthorized", "connections")
+
+
+def _ledger(
+    before: dict[str, Any], after: dict[str, Any], server: str, external: bool
+) -> dict[str, Any]:
+    """The server's account of this run: counters over the run, and the file before and after."""
+    ledger: dict[str, Any] = {
+        "server": server,
+        "external": external,
+        "mode": after.get("mode"),
+        "tickets_before": before.get("remaining"),
+        "remaining": after.get("remaining"),
+        "problem": after.get("problem"),
+    }
+    for key in _DELTAS:
+        ledger[key] = int(after.get(key, 0)) - int(before.get(key, 0))
+    # The closing stats request counted itself (one connection, one request): not the run's.
+    ledger["connections"] -= 1
+    ledger["requests"] -= 1
+    start, end = ledger["tickets_before"], ledger["remaining"]
+    # The server's own view of the race: confirmed sales the file does not show.
+    ledger["lost_updates"] = (
+        ledger["sold"] - (start - end) if isinstance(start, int) and isinstance(end, int) else None
+    )
+    ledger["peak_connections"] = after.get("peak_connections")
+    ledger["lockstep_broken"] = after.get("lockstep_broken")
+    return ledger
+
+
+def _stats(host: str, port: int, token: str | None, timeout: float) -> dict[str, Any]:
+    with Client(host, port, token=token, timeout=timeout) as client:
+        return client.stats()
+
+
+class _ServerVariant:
+    """Shared stage() of both server variants; they differ in the server's mode only."""
+
+    mode: Mode = "safe"
+    locks: tuple[str, ...] = ()
+
+    @contextmanager
+    def stage(self, env: RunEnv) -> Iterator[Stage]:
+        external = env.scenario.connect is not None
+        with contextlib.ExitStack() as stack:
+            if env.scenario.connect is not None:
+                try:
+                    host, port = parse_address(env.scenario.connect)
+                except ValueError as exc:
+                    raise UsageError(f"--connect: {exc}") from None
+                token = env.scenario.token
+            else:
+                token = env.scenario.token or secrets.token_urlsafe(16)
+                host, port = stack.enter_context(_own_server(env, self.mode, token))
+            timeout = min(env.timeout, _STATS_TIMEOUT_S)
+            # Also the reachability check with --connect: one clear error, not N buyer errors.
+            before = _stats(host, port, token, timeout)
+            limit = before.get("max_latency")
+            if isinstance(limit, int | float) and env.scenario.latency.high > limit:
+                raise UsageError(
+                    f"--latency: {env.scenario.latency} is above the server's "
+                    f"--max-latency ({limit:g} s); every purchase would be refused"
+                )
+            stage = Stage(
+                program=run,
+                shared=(
+                    host,
+                    port,
+                    token,
+                    env.timeout,
+                    connections_per_process(env.buyers, env.scenario.lockstep),
+                ),
+                buyers_per_process=buyers_per_process(env.buyers),
+            )
+            yield stage
+            address = format_address(host, port)
+            try:
+                after = _stats(host, port, token, timeout)
+            except LabError as exc:
+                stage.extra["ledger"] = {"server": address, "external": external, "error": str(exc)}
+            else:
+                stage.extra["ledger"] = _ledger(before, after, address, external)
+
+
+class ServerNaive(_ServerVariant):
+    """A thread-per-connection TCP server whose handler does the notes' buy with no lock."""
+
+    name = "server-naive"
+    mode: Mode = "naive"
+    summary = "buyers ask a TCP server (a thread per connection) that reads, waits, writes unlocked"
+    safe = False
+    why = (
+        "each connection's thread reads the count, waits, then writes count-1; two "
+        "connections that read before either wrote sell the same ticket, server or not"
+    )
+
+
+class Server(_ServerVariant):
+    """The same TCP server with a lock held around each purchase's read-check-write."""
+
+    name = "server"
+    mode: Mode = "safe"
+    summary = "buyers ask a TCP server that holds a lock from each purchase's read to its write"
+    safe = True
+    why = (
+        "the server takes its purchase lock before reading the count and releases it after "
+        "the atomic write, so no two purchases ever decide on the same count"
+    )

@@ -1,0 +1,169 @@
+"""lab run custom: the learner's own buyer, including the notes' program unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lab.cli import main
+
+# Section 8 of the notes, verbatim apart from a shorter sleep: the read happens
+# before the sleep, every buyer reads within milliseconds of the start gun, and
+# the sleep is at least 1 s, so every buyer reads 1 before anyone writes.
+NOTES = """
+from multiprocessing import Process
+import time
+import json
+import random
+
+
+# 查票
+def search(name):
+    with open(r'data.json', 'r', encoding='utf8') as f:
+        data = json.load(f)
+    print('%s在查票 当前余票为:%s' % (name, data.get('ticket_num')))
+
+
+# 买票
+def buy(name):
+    # 再次确认票
+    with open(r'data.json', 'r', encoding='utf8') as f:
+        data = json.load(f)
+    # 模拟网络延迟
+    time.sleep(random.randint(1, 2))
+    # 判断是否有票 有就买
+    if data.get('ticket_num') > 0:
+        data['ticket_num'] -= 1
+        with open(r'data.json', 'w', encoding='utf8') as f:
+            json.dump(data, f)
+        print('%s买票成功' % name)
+    else:
+        print('%s很倒霉 没有抢到票' % name)
+
+
+def run(name):
+    search(name)
+    buy(name)
+
+
+if __name__ == '__main__':
+    for i in range(10):
+        p = Process(target=run, args=('用户%s'%i, ))
+        p.start()
+"""
+
+# A learner's fix: the same program, with an exclusive flock around buy().
+LOCKED = NOTES.replace(
+    "def run(name):\n    search(name)\n    buy(name)",
+    "import fcntl\n\n"
+    "def run(name):\n"
+    "    search(name)\n"
+    "    with open('data.json.lock', 'w') as lock:\n"
+    "        fcntl.flock(lock, fcntl.LOCK_EX)\n"
+    "        buy(name)\n",
+).replace("time.sleep(random.randint(1, 2))", "time.sleep(random.uniform(0, 0.02))")
+
+
+def test_the_notes_program_is_caught_overselling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    program = tmp_path / "notes.py"
+    program.write_text(NOTES, encoding="utf-8")
+    code = main(
+        [
+            "run",
+            "custom",
+            "--buyer",
+            f"{program}:run",
+            "--success-regex",
+            "买票成功",
+            "--buyers",
+            "4",
+            "--tickets",
+            "1",
+            "--json",
+            "--check",
+        ]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert data["sold"] == 4
+    assert data["oversold"] == 3
+    assert data["lost_updates"] == 3
+    assert data["remaining"] == 0
+
+
+def test_a_learners_locked_version_is_not_caught(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    program = tmp_path / "fixed.py"
+    program.write_text(LOCKED, encoding="utf-8")
+    code = main(
+        [
+            "run",
+            "custom",
+            "--buyer",
+            f"{program}:run",
+            "--success-regex",
+            "买票成功",
+            "--buyers",
+            "6",
+            "--tickets",
+            "2",
+            "--json",
+            "--check",
+        ]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert (data["sold"], data["remaining"], data["oversold"], data["lost_updates"]) == (2, 0, 0, 0)
+
+
+def test_truthy_return_counts_without_a_regex(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    program = tmp_path / "mine.py"
+    program.write_text("def buy(name):\n    print(name, 'tries')\n    return name.endswith('0')\n")
+    code = main(
+        [
+            "run",
+            "custom",
+            "--buyer",
+            f"{program}:buy",
+            "--buyers",
+            "3",
+            "--tickets",
+            "3",
+            "--json",
+            "-v",
+        ]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["sold"] == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ("nosuch.py:run", "does not exist"),
+        ("{bad}:run", "cannot be imported: SyntaxError"),
+        ("{good}:nope", "has no function 'nope'"),
+        ("justafile", "expected FILE.py:FUNC"),
+    ],
+)
+def test_bad_buyer_is_one_line(
+    spec: str, named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bad.py").write_text("def run(:\n")
+    (tmp_path / "good.py").write_text("def run(name):\n    return True\n")
+    spec = spec.format(bad=tmp_path / "bad.py", good=tmp_path / "good.py")
+    code = main(["run", "custom", "--buyer", spec, "--buyers", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and named in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_custom_without_buyer_says_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "custom", "--buyers", "2"]) == 2
+    assert "--buyer FILE.py:FUNC" in capsys.readouterr().err
