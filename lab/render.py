@@ -317,6 +317,22 @@ def _receipts_table(r: Result) -> Table:
     return table
 
 
+def _ledger_line(ledger: Mapping[str, object]) -> Text:
+    """The server's own account of the run, next to the buyers' (clients may disagree with it)."""
+    keys = [
+        ("sold", "sold"),
+        ("sold_out", "sold out"),
+        ("remaining", "remaining"),
+        ("lost_updates", "lost updates"),
+        ("errors", "errors"),
+        ("peak_connections", "peak connections"),
+    ]
+    shown = " · ".join(f"{label} {ledger[k]}" for k, label in keys if ledger.get(k) is not None)
+    where = ledger.get("server")
+    head = f"server ledger{f' ({where})' if where else ''}: "
+    return Text("\n" + head, style="bold") + Text(shown or "(empty)")
+
+
 def render_result(
     result: Result, lang: Lang = "en", *, table: bool | None = None, header: bool = True
 ) -> RenderableType:
@@ -337,6 +353,8 @@ def render_result(
         parts.append(_receipts_table(r))
     parts.append(Text())
     parts.append(_tally_table(r))
+    if r.ledger:
+        parts.append(_ledger_line(r.ledger))
     where = Text(f"\ndata.json: {r.data_path}\n", style="dim")
     where.append(f"now holds: {r.final_text.strip() or '(empty)'}", style="")
     parts.append(where)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import multiprocessing
 import random
 import tempfile
@@ -40,7 +41,7 @@ from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
 from lab._buyer import BuyerSpec, buyer_main, decode, to_event
-from lab.errors import DataFileBusy, LabError, StoreCorrupted
+from lab.errors import DataFileBusy, LabError, StoreCorrupted, UsageError
 from lab.model import BuyerEvent, Result, Scenario, receipts_from_events
 from lab.store import Store
 from lab.variants.protocol import MpContext, RunEnv, Stage, Variant
@@ -109,6 +110,10 @@ def _untrack(proc: BaseProcess) -> None:
     if isinstance(children, set):
         children.discard(proc)
 
+
+#: One OS process per buyer: beyond this a 2-core, 24 GiB machine runs out of
+#: memory and patience before it runs out of tickets.
+PROCESS_PER_BUYER_MAX = 5000
 
 #: Where ``--crash`` may kill a buyer (see ``Buyer.step``).
 CRASH_STEPS = ("search", "acquired", "read", "window", "mid-write", "bought")
@@ -296,7 +301,12 @@ def _run_locked(
     stall_timeout: float | None,
 ) -> Result:
     n = scenario.buyers
-    if data is None or scenario.tickets is not None:
+    if scenario.connect is not None:
+        # The buyers use the external server's data.json; ours is only a placeholder,
+        # and the tally is taken from the server's ledger below.
+        tickets = 0
+        store.reset(0)
+    elif data is None or scenario.tickets is not None:
         tickets = scenario.tickets if scenario.tickets is not None else 1
         store.reset(tickets)
     else:
@@ -326,6 +336,7 @@ def _run_locked(
     ready = mp.Semaphore(0)
     env = RunEnv(mp=mp, store=store, scenario=scenario, buyers=n, timeout=wait_timeout)
     box = _Collector(reader, observer, n)
+    per_process_max = PROCESS_PER_BUYER_MAX
     t_end: float | None = None
     interrupted = False
     stalled: str | None = None
@@ -358,6 +369,11 @@ def _run_locked(
         with variant.stage(env) as stage:
             lock_name = box.lock = stage.lock
             per_process = max(1, stage.buyers_per_process)
+            if per_process == 1 and n > per_process_max:
+                raise UsageError(
+                    f"--buyers: {variant.name} runs each buyer in its own process; at most "
+                    f"{per_process_max} (server variants seat many buyers per process)"
+                )
             groups = [specs[i : i + per_process] for i in range(0, n, per_process)]
             try:
                 if stage.sequential:
@@ -414,6 +430,16 @@ def _run_locked(
         remaining = store.parse(final_text)
     except StoreCorrupted as exc:
         remaining, final_problem = None, exc.problem
+    if scenario.connect is not None:
+        # Tally against the file the buyers really used: the server's.
+        if ledger is None:
+            remaining, final_problem = None, "the server's ledger could not be read"
+        else:
+            before, after = ledger.get("tickets_before"), ledger.get("remaining")
+            tickets = before if isinstance(before, int) else tickets
+            remaining = after if isinstance(after, int) else None
+            final_problem = ledger.get("problem") if remaining is None else None
+            final_text = "" if remaining is None else json.dumps({"ticket_num": remaining})
 
     return Result(
         variant=variant.name,

@@ -19,8 +19,9 @@ from lab.store import MAX_TICKETS
 
 __all__ = ["MAX_BUYERS", "available", "directory", "load", "scenario_from_mapping"]
 
-#: One OS process per buyer: beyond this a machine runs out of processes, not tickets.
-MAX_BUYERS = 5000
+#: The most buyers a run accepts. Variants that give each buyer its own process
+#: stop at runner.PROCESS_PER_BUYER_MAX; the server variants seat many per process.
+MAX_BUYERS = 20_000
 
 
 def directory() -> Path:

@@ -807,6 +807,19 @@ def test_connect_drives_an_external_server(
     ledger = result.ledger
     assert ledger is not None and ledger["external"]
     assert (ledger["tickets_before"], ledger["remaining"], ledger["sold"]) == (3, 0, 3)
+    # The tally is taken against the server's data.json, not the runner's placeholder.
+    assert (result.tickets, result.remaining, result.lost_updates) == (3, 0, 0)
+    assert result.consistent
+
+
+def test_connect_tally_shows_the_external_servers_lost_updates(
+    make_server: Callable[..., TicketServer], tmp_path: Path
+) -> None:
+    server = make_server(tickets=1, mode="naive", lockstep=4)
+    host, port = server.address
+    result = run_variant("server-naive", tmp_path, buyers=4, tickets=1, connect=f"{host}:{port}")
+    assert (result.tickets, result.sold, result.remaining) == (1, 4, 0)
+    assert (result.oversold, result.lost_updates) == (3, 3)
 
 
 def test_connect_with_the_wrong_token_fails_before_any_buyer(
