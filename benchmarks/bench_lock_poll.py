@@ -17,6 +17,7 @@ herd of buyers at latency 0. Run: ``.venv/bin/python benchmarks/bench_lock_poll.
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import tempfile
@@ -38,10 +39,14 @@ def measure(poll: Poll, buyers: int, latency: float) -> float:
             scenario = Scenario(
                 buyers=buyers, tickets=buyers, latency=Latency(latency, latency), seed=1
             )
-            result = run(VARIANTS["locked"], scenario, data=Path(tmp) / "data.json")
+            result = run(
+                VARIANTS["locked"], scenario, data=Path(tmp) / "data.json", stall_timeout=20
+            )
     finally:
         locked.file_lock_poll_interval = SCALED
-    assert result.consistent, result.to_json()
+    if not result.consistent:
+        # A crowd polling too often starves the holder: report it as the finding it is.
+        return float("nan")
     return result.elapsed_s
 
 
@@ -66,7 +71,8 @@ def main() -> None:
     for label, poll in cases:
         handoff = statistics.median(measure(poll, 20, 0.010) for _ in range(3)) / 20 * 1000
         crowd = measure(poll, herd, 0.0)
-        print(f"| {label} | {handoff:.1f} | {crowd:.2f} |", flush=True)
+        shown = "stalled / lock timeouts" if math.isnan(crowd) else f"{crowd:.2f}"
+        print(f"| {label} | {handoff:.1f} | {shown} |", flush=True)
 
 
 if __name__ == "__main__":

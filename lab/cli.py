@@ -26,10 +26,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from lab import __version__, render, report_html, scenarios
+from lab import _argtypes as argtypes
 from lab.compare import Case, cases_for, compare
 from lab.errors import LabError, UsageError
 from lab.explore import explore, parse_schedule, replay
-from lab.model import BuyerEvent, Latency, Result, Scenario
+from lab.model import BuyerEvent, Result, Scenario
 from lab.runner import Observer, run, with_seed
 from lab.stats import VariantStats
 from lab.stepper import step_session
@@ -50,51 +51,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def _whole(low: int, high: int, what: str) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _latency(text: str) -> Latency:
-    try:
-        return Latency.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _seconds(low: float, high: float) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"expected seconds from {low:g} to {high:g}, got {text!r}"
-            )
-        return value
-
-    return parse
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, got {text!r}")
-    return value
-
-
 def _variant_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
@@ -113,31 +69,31 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--buyers",
-        type=_whole(
+        type=argtypes.whole(
             1, scenarios.MAX_BUYERS, f"a whole number of buyers from 1 to {scenarios.MAX_BUYERS}"
         ),
         help="buyers (default 10)",
     )
     p.add_argument(
         "--tickets",
-        type=_whole(0, MAX_TICKETS, "a whole number of tickets, 0 or more"),
+        type=argtypes.whole(0, MAX_TICKETS, "a whole number of tickets, 0 or more"),
         help="tickets in data.json at the start (default 1; with --data, resets the file)",
     )
     p.add_argument(
         "--latency",
-        type=_latency,
+        type=argtypes.latency,
         metavar="SPEC",
         help="simulated network latency in seconds: 0, 0.2 or 0.05-0.2 (default 1-3, as the notes)",
     )
     p.add_argument(
         "--arrival",
-        type=_seconds(0, 60),
+        type=argtypes.seconds(0, 60),
         metavar="SECONDS",
         help="space the buyers' arrivals this far apart (default 0: all at the start gun)",
     )
     p.add_argument(
         "--seed",
-        type=_whole(0, 2**62, "a whole number, 0 or more"),
+        type=argtypes.whole(0, 2**62, "a whole number, 0 or more"),
         help="seed for the latency draws (default: random, and reported)",
     )
     p.add_argument(
@@ -147,7 +103,7 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--crash",
-        type=_fraction,
+        type=argtypes.fraction,
         metavar="P",
         help="SIGKILL a seeded fraction P of buyers at a random step of their purchase",
     )
@@ -185,6 +141,12 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
         choices=["fork", "spawn", "forkserver"],
         help="multiprocessing start method (default fork where available)",
     )
+    p.add_argument(
+        "--stall-timeout",
+        type=argtypes.seconds(0.1, 86_400),
+        metavar="SECONDS",
+        help="declare the run stalled after this long without progress",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of the report")
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="zh: the notes' own wording")
 
@@ -218,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--repeat",
-        type=_whole(1, 10_000, "a whole number of runs, 1 or more"),
+        type=argtypes.whole(1, 10_000, "a whole number of runs, 1 or more"),
         default=1,
         metavar="K",
         help="run K times and show how often it raced",
@@ -242,12 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 1 if anything was oversold, lost or failed (for your own CI)",
     )
-    p.add_argument(
-        "--stall-timeout",
-        type=_seconds(0.1, 86_400),
-        metavar="SECONDS",
-        help="declare the run stalled after this long without progress",
-    )
 
     c = sub.add_parser(
         "compare",
@@ -263,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--repeat",
-        type=_whole(1, 10_000, "a whole number of runs, 1 or more"),
+        type=argtypes.whole(1, 10_000, "a whole number of runs, 1 or more"),
         default=3,
         metavar="K",
         help="runs per variant (default 3)",
@@ -296,21 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
         "variant", choices=explorable, metavar="VARIANT", help=f"one of: {', '.join(explorable)}"
     )
     e.add_argument(
-        "--buyers", type=_whole(1, 12, "a whole number of buyers from 1 to 12"), default=2
+        "--buyers", type=argtypes.whole(1, 12, "a whole number of buyers from 1 to 12"), default=2
     )
     e.add_argument(
-        "--tickets", type=_whole(0, 100, "a whole number of tickets from 0 to 100"), default=1
+        "--tickets",
+        type=argtypes.whole(0, 100, "a whole number of tickets from 0 to 100"),
+        default=1,
     )
     e.add_argument(
         "--max-schedules",
-        type=_whole(1, 1_000_000, "a whole number, 1 or more"),
+        type=argtypes.whole(1, 1_000_000, "a whole number, 1 or more"),
         default=20_000,
         metavar="M",
         help="stop after M schedules (default 20000)",
     )
     e.add_argument(
         "--seed",
-        type=_whole(0, 2**62, "a whole number, 0 or more"),
+        type=argtypes.whole(0, 2**62, "a whole number, 0 or more"),
         default=0,
         help="seed for the random sample above 3 buyers",
     )
@@ -333,11 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--buyers",
-        type=_whole(1, 12, "a whole number of buyers from 1 to 12"),
+        type=argtypes.whole(1, 12, "a whole number of buyers from 1 to 12"),
         help="default: as many as the schedule names",
     )
     r.add_argument(
-        "--tickets", type=_whole(0, 100, "a whole number of tickets from 0 to 100"), default=1
+        "--tickets",
+        type=argtypes.whole(0, 100, "a whole number of tickets from 0 to 100"),
+        default=1,
     )
     r.add_argument("--json", action="store_true", help="print JSON instead of the report")
 
@@ -351,10 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
         "variant", choices=explorable, metavar="VARIANT", help=f"one of: {', '.join(explorable)}"
     )
     st.add_argument(
-        "--buyers", type=_whole(1, 6, "a whole number of buyers from 1 to 6"), default=2
+        "--buyers", type=argtypes.whole(1, 6, "a whole number of buyers from 1 to 6"), default=2
     )
     st.add_argument(
-        "--tickets", type=_whole(0, 100, "a whole number of tickets from 0 to 100"), default=1
+        "--tickets",
+        type=argtypes.whole(0, 100, "a whole number of tickets from 0 to 100"),
+        default=1,
     )
 
     s = sub.add_parser(
@@ -488,6 +450,8 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             scenario.tickets if scenario.tickets is not None else ("the file's" if args.data else 1)
         )
         console.print(render.run_header(variant.name, scenario, tickets, scenario.seed or 0, lock))
+        if args.scenario and scenario.description:
+            console.print(Text(scenario.description, style="italic"))
     with _sigterm_as_interrupt() as seen:
         try:
             result = run(
@@ -541,6 +505,7 @@ def _cmd_compare(
                 observer=live,
                 on_result=lambda case, result: live.run_done(case.variant.name),
                 start_method=args.start_method,
+                stall_timeout=args.stall_timeout,
             )
         finally:
             live.stop()
@@ -622,7 +587,9 @@ def _report_stats(
         }
         sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
         return
-    console.print(render.compare_table(stats))
+    console.print(
+        render.compare_table(stats, hangs=scenario.crash > 0 or any(s.hangs for s in stats))
+    )
     console.print(render.compare_sentences(stats))
     if getattr(args, "anomalies", False):
         console.print(render.anomaly_table(stats))

@@ -63,6 +63,7 @@ def compare(
     observer: Observer | None = None,
     on_result: Callable[[Case, Result], None] | None = None,
     start_method: str | None = None,
+    stall_timeout: float | None = None,
 ) -> tuple[list[VariantStats], bool]:
     """Run every case ``repeat`` times; return the stats per case and whether it was interrupted."""
     scenario = with_seed(scenario)
@@ -74,7 +75,13 @@ def compare(
             this = dataclasses.replace(
                 scenario, seed=scenario.seed + k, lock=case.lock or scenario.lock
             )
-            result = run(case.variant, this, observer=observer, start_method=start_method)
+            result = run(
+                case.variant,
+                this,
+                observer=observer,
+                start_method=start_method,
+                stall_timeout=stall_timeout,
+            )
             results.append(result)
             if on_result is not None:
                 on_result(case, result)

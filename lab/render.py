@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
@@ -450,16 +451,50 @@ COMPARE_HEADERS = [
 ]  # fmt: skip
 
 
-def compare_table(stats: Sequence[VariantStats]) -> Table:
-    """One row per variant: which races, how often, how badly, and what each fix costs."""
-    table = Table(show_edge=False, pad_edge=False)
-    for header in COMPARE_HEADERS:
+def compare_table(stats: Sequence[VariantStats], *, hangs: bool = False) -> Table:
+    """One row per variant: which races, how often, how badly, and what each fix costs.
+
+    Compact enough for 80 columns; the Markdown and JSON outputs carry every
+    figure (runs, mean oversold) under full names. ``hangs`` adds a column of
+    runs that stalled (``--crash``: a dead lock holder).
+    """
+    runs = max((s.runs for s in stats), default=0)
+    # 80 columns: right padding only, no outer edge, short headers. The legend
+    # under the title spells them out.
+    table = Table(
+        box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0),
+        title=f"{runs} run{'s' if runs != 1 else ''} of each variant · raced: runs that "
+        "oversold · max: worst oversell · lost: lost updates · dbl: double-sold tickets · "
+        "hung: runs that stalled · secs: median elapsed",
+        title_justify="left", title_style="dim",
+    )  # fmt: skip
+    headers = ["variant", "safe", "raced", "max", "lost", "dbl", "err"]
+    headers += ["hung"] if hangs else []
+    headers += ["secs", "sold/s", "verdict"]
+    for header in headers:
         table.add_column(
-            header, justify="left" if header in ("variant", "expected", "verdict") else "right"
+            header, justify="left" if header in ("variant", "safe?", "verdict") else "right"
         )
-    for s, cells in zip(stats, compare_rows(stats), strict=True):
-        verdict = Text(s.verdict, style="bold green" if s.held else "bold red")
-        table.add_row(Text(cells[0], style="bold"), _expected(s), *cells[2:-1], verdict)
+    for s in stats:
+        expected = _expected(s)
+        expected.plain = {"unsafe": "no", "safe": "yes", "safe (slow)": "slow"}[expected.plain]
+        row: list[RenderableType] = [
+            Text(s.label, style="bold"),
+            expected,
+            Text(f"{s.oversold_runs}/{s.runs}", style="red" if s.oversold_runs else ""),
+            str(s.max_oversold),
+            str(s.lost_updates),
+            str(s.double_sold),
+            str(s.errors),
+        ]
+        if hangs:
+            row.append(Text(str(s.hangs), style="bold red" if s.hangs else ""))
+        row += [
+            f"{s.median_elapsed:.2f}" if s.median_elapsed < 100 else f"{s.median_elapsed:.0f}",
+            f"{s.tickets_per_s:,.0f}",
+            Text(s.verdict, style="bold green" if s.held else "bold red"),
+        ]
+        table.add_row(*row)
     return table
 
 
@@ -506,9 +541,11 @@ def histogram(stats: VariantStats, width: int = 40) -> Text:
 
 def scenario_blurb(scenario: Scenario) -> Text:
     """The scenario's name, shape and what it teaches."""
-    tickets = "the file's" if scenario.tickets is None else str(scenario.tickets)
+    tickets = (
+        "the file's tickets" if scenario.tickets is None else _plural(scenario.tickets, "ticket")
+    )
     head = Text(
-        f"scenario {scenario.name}: {_plural(scenario.buyers, 'buyer')}, {tickets} tickets, "
+        f"scenario {scenario.name}: {_plural(scenario.buyers, 'buyer')}, {tickets}, "
         f"latency {scenario.latency}"
         + (f", arrivals {scenario.arrival:g} s apart" if scenario.arrival else "")
         + (", lockstep" if scenario.lockstep else ""),

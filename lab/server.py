@@ -62,7 +62,6 @@ import contextlib
 import errno
 import hmac
 import ipaddress
-import math
 import os
 import random
 import resource
@@ -82,6 +81,7 @@ from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 from rich.console import Console
 
+from lab import _argtypes as argtypes
 from lab.errors import DataFileBusy, LabError, StoreCorrupted, UsageError
 from lab.model import MAX_LATENCY_S, Latency
 from lab.net import (
@@ -670,41 +670,6 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _count_arg(low: int, high: int, what: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _seconds_arg(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-        if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(
-                f"expected seconds from {low:g} to {high:g}, got {text!r}"
-            )
-        return value
-
-    return parse
-
-
-def _latency_arg(text: str) -> Latency:
-    try:
-        return Latency.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _token_arg(text: str) -> str:
     if not text or len(text) > MAX_TOKEN_CHARS:
         raise argparse.ArgumentTypeError(f"expected 1 to {MAX_TOKEN_CHARS} characters")
@@ -722,7 +687,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tickets",
-        type=_count_arg(0, MAX_TICKETS, "a whole number of tickets, 0 or more"),
+        type=argtypes.whole(0, MAX_TICKETS, "a whole number of tickets, 0 or more"),
         help="reset data.json to this many tickets first (default: keep its count)",
     )
     parser.add_argument(
@@ -742,7 +707,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--latency",
-        type=_latency_arg,
+        type=argtypes.latency,
         default=Latency(0.0, 0.0),
         metavar="SPEC",
         help="delay between a purchase's read and write when the buyer names none: 0, 0.2 "
@@ -750,14 +715,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-latency",
-        type=_seconds_arg(0.0, MAX_LATENCY_S),
+        type=argtypes.seconds(0.0, MAX_LATENCY_S),
         default=3.0,
         metavar="SECONDS",
         help="the longest delay a buyer may ask for (default 3, the notes' worst case)",
     )
     parser.add_argument(
         "--lockstep",
-        type=_count_arg(0, 100_000, "a whole number of purchases, 0 or more"),
+        type=argtypes.whole(0, 100_000, "a whole number of purchases, 0 or more"),
         default=0,
         metavar="N",
         help="hold the first N purchases between read and write until all N have read: "
@@ -771,7 +736,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-connections",
-        type=_count_arg(1, 1_000_000, "a whole number of connections, 1 or more"),
+        type=argtypes.whole(1, 1_000_000, "a whole number of connections, 1 or more"),
         default=DEFAULT_MAX_CONNECTIONS,
         metavar="N",
         help=f"connections served at once; more wait in the backlog (default "
@@ -779,7 +744,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--idle-timeout",
-        type=_seconds_arg(0.01, 86_400.0),
+        type=argtypes.seconds(0.01, 86_400.0),
         default=60.0,
         metavar="SECONDS",
         help="hang up a connection that sends nothing for this long (default 60)",

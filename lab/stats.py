@@ -112,7 +112,13 @@ class VariantStats:
 
     @property
     def verdict(self) -> str:
-        return "holds" if self.held else "races"
+        """``holds``; else what went wrong: ``races`` (oversell, lost update or
+        double sale), ``hangs`` (a run stalled) or ``fails`` (buyers errored)."""
+        if self.held:
+            return "holds"
+        if self.oversold_runs or self.lost_updates or self.double_sold:
+            return "races"
+        return "hangs" if self.hangs else "fails"
 
     @property
     def betrayed(self) -> bool:

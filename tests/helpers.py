@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from lab.model import Latency, Result, Scenario
@@ -67,6 +74,59 @@ def safe_cases() -> list[tuple[str, str | None]]:
 def case_id(case: tuple[str, str | None]) -> str:
     name, lock = case
     return name if lock is None else f"{name}[{lock}]"
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
+    """One line of the child's stdout, bounded in time (readline alone could block forever)."""
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            raise AssertionError(f"no output from the child within {timeout:g} s")
+    return proc.stdout.readline()
+
+
+@contextlib.contextmanager
+def lab_subprocess(*args: str, cwd: Path) -> Iterator[subprocess.Popen[str]]:
+    """``python -m lab ARGS`` in its own session; the whole group is killed if the test fails."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=cwd,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
+
+
+def interrupt_once_buyers_run(proc: subprocess.Popen[str], signum: int) -> tuple[str, str]:
+    """Wait for the first --verbose buyer line, send ``signum``, and collect the output."""
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = read_line(proc)
+        seen.append(line)
+        if "searched" in line:
+            break
+    else:
+        raise AssertionError(f"no buyer started: {seen}")
+    os.kill(proc.pid, signum)
+    out, err = proc.communicate(timeout=60)
+    return "".join(seen) + out, err
+
+
+def assert_session_empty(sid: int, timeout: float = 10.0) -> None:
+    """No process of the session ``sid`` survives (allowing ``timeout`` for the kernel to reap)."""
+    deadline = time.monotonic() + timeout
+    while in_session(sid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert in_session(sid) == [], "processes of the run outlived it"
 
 
 assert os.name == "posix", "the lab's tests use /proc and fork"

@@ -162,3 +162,77 @@ def test_phantom_inventory_scenario_loses_updates_without_overselling(
     assert code == 0
     assert (data["tickets"], data["sold"], data["oversold"], data["remaining"]) == (100, 10, 0, 99)
     assert data["lost_updates"] == 9
+
+
+def test_run_with_a_scenario_shows_what_it_teaches(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            [
+                "run",
+                "queue",
+                "--scenario",
+                "trickle",
+                "--buyers",
+                "2",
+                "--arrival",
+                "0",
+                "--latency",
+                "0",
+            ]
+        )
+        == 0
+    )
+    out = " ".join(capsys.readouterr().out.split())
+    assert "which is why a test that does not force overlap misses the race" in out
+
+
+def test_compare_with_crash_has_a_column_of_hangs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead multiprocessing.Lock holder hangs the run; the file lock's does not."""
+    from lab import runner  # noqa: PLC0415
+
+    monkeypatch.setattr(runner, "crash_plan", lambda s, seed: ["acquired"] * s.buyers)
+    code = main(
+        [
+            "compare",
+            "--variants",
+            "locked",
+            "--buyers",
+            "3",
+            "--latency",
+            "0",
+            "--repeat",
+            "1",
+            "--crash",
+            "0.5",
+            "--stall-timeout",
+            "1",
+            "--json",
+        ]
+    )
+    data = json.loads(capsys.readouterr().out)
+    rows = {row["label"]: row for row in data["variants"]}
+    assert code == 0
+    assert rows["locked[mp]"]["hangs"] == 1 and rows["locked[file]"]["hangs"] == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--variants",
+                "locked",
+                "--buyers",
+                "3",
+                "--latency",
+                "0",
+                "--repeat",
+                "1",
+                "--crash",
+                "0.5",
+                "--stall-timeout",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert "hung" in capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,57 +69,29 @@ LOCKED = NOTES.replace(
 )
 
 
+def run_program(
+    source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, dict[str, Any]]:
+    """Write ``source`` to a file and judge its ``run`` with the notes' success line."""
+    program = tmp_path / "program.py"
+    program.write_text(source, encoding="utf-8")
+    argv = ["run", "custom", "--buyer", f"{program}:run", "--success-regex", "买票成功"]
+    code = main([*argv, *args, "--json", "--check"])
+    return code, json.loads(capsys.readouterr().out)
+
+
 def test_the_notes_program_is_caught_overselling(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    program = tmp_path / "notes.py"
-    program.write_text(NOTES, encoding="utf-8")
-    code = main(
-        [
-            "run",
-            "custom",
-            "--buyer",
-            f"{program}:run",
-            "--success-regex",
-            "买票成功",
-            "--buyers",
-            "4",
-            "--tickets",
-            "1",
-            "--json",
-            "--check",
-        ]
-    )
-    data = json.loads(capsys.readouterr().out)
+    code, data = run_program(NOTES, tmp_path, capsys, "--buyers", "4", "--tickets", "1")
     assert code == 1
-    assert data["sold"] == 4
-    assert data["oversold"] == 3
-    assert data["lost_updates"] == 3
-    assert data["remaining"] == 0
+    assert (data["sold"], data["oversold"], data["lost_updates"], data["remaining"]) == (4, 3, 3, 0)
 
 
 def test_a_learners_locked_version_is_not_caught(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    program = tmp_path / "fixed.py"
-    program.write_text(LOCKED, encoding="utf-8")
-    code = main(
-        [
-            "run",
-            "custom",
-            "--buyer",
-            f"{program}:run",
-            "--success-regex",
-            "买票成功",
-            "--buyers",
-            "6",
-            "--tickets",
-            "2",
-            "--json",
-            "--check",
-        ]
-    )
-    data = json.loads(capsys.readouterr().out)
+    code, data = run_program(LOCKED, tmp_path, capsys, "--buyers", "6", "--tickets", "2")
     assert code == 0
     assert (data["sold"], data["remaining"], data["oversold"], data["lost_updates"]) == (2, 0, 0, 0)
 

@@ -14,7 +14,6 @@ import os
 import random
 import re
 import select
-import selectors
 import signal
 import socket
 import struct
@@ -43,7 +42,13 @@ from lab.net import (
 from lab.server import ServerConfig, TicketServer, is_loopback
 from lab.store import Store
 from lab.variants import tcp
-from tests.helpers import in_session, run_variant
+from tests.helpers import (
+    assert_session_empty,
+    interrupt_once_buyers_run,
+    lab_subprocess,
+    read_line,
+    run_variant,
+)
 
 TIMEOUT = 10.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -536,36 +541,14 @@ def test_is_loopback(host: str, expected: bool) -> None:
 # -- `lab serve` --------------------------------------------------------------------------
 
 
-def read_line(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
-    """One line of the child's stdout, bounded in time (readline alone could block forever)."""
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout):
-            pytest.fail("lab serve printed nothing")
-    return proc.stdout.readline()
-
-
 @contextlib.contextmanager
 def lab_serve(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lab", "serve", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        cwd=tmp_path,
-    )
-    try:
+    """`lab serve` on a free port; yields the process and the port it printed."""
+    with lab_subprocess("serve", "--port", "0", *args, cwd=tmp_path) as proc:
         line = read_line(proc)
         match = re.fullmatch(r"listening on (\S+):(\d+)\n", line)
         assert match, f"unexpected first line {line!r}"
         yield proc, int(match[2])
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=TIMEOUT)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -760,36 +743,11 @@ def test_interrupted_server_run_reaps_the_server_too(
     and the purchases waiting out their latency are refused before they write."""
     data = tmp_path / "data.json"
     argv = ["run", variant, "--buyers", "4", "--tickets", "2", "--latency", "30", "-v"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lab", *argv, "--data", str(data)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        cwd=tmp_path,
-    )
-    try:
-        seen = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = read_line(proc)
-            seen.append(line)
-            if "searched" in line:
-                break
-        else:
-            pytest.fail(f"no buyer started: {seen}")
-        os.kill(proc.pid, signum)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=TIMEOUT)
+    with lab_subprocess(*argv, "--data", str(data), cwd=tmp_path) as proc:
+        out, err = interrupt_once_buyers_run(proc, signum)
     assert proc.returncode == code, err
     assert "Traceback" not in out + err
-    deadline = time.monotonic() + 10
-    while in_session(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert in_session(proc.pid) == []
+    assert_session_empty(proc.pid)
     assert json.loads(data.read_text()) == {"ticket_num": 2}
 
 

@@ -36,7 +36,17 @@ from lab._buyer import Buyer
 from lab.variants.naive import search
 from lab.variants.protocol import RunEnv, Stage
 
-__all__ = ["LOCKS", "LockKit", "Locked", "buy", "file_lock_poll_interval", "run"]
+__all__ = [
+    "LOCKS",
+    "LockKit",
+    "Locked",
+    "buy",
+    "file_lock_poll_interval",
+    "file_mutex",
+    "lock_kit",
+    "mp_mutex",
+    "run",
+]
 
 # filelock never blocks in the kernel: a waiter tries flock(LOCK_NB) and sleeps
 # between tries. With W waiters trying at spread-out moments, a released lock
@@ -84,7 +94,7 @@ class LockKit:
 
 
 @contextmanager
-def _mp_mutex(me: Buyer, kit: LockKit) -> Iterator[None]:
+def mp_mutex(me: Buyer, kit: LockKit) -> Iterator[None]:
     assert kit.mp_lock is not None, "the stage creates the multiprocessing.Lock before the fork"
     me.wants_lock()
     # A bare ``with lock`` would wait forever if the holder died; a timeout
@@ -100,7 +110,7 @@ def _mp_mutex(me: Buyer, kit: LockKit) -> Iterator[None]:
 
 
 @contextmanager
-def _file_mutex(me: Buyer, kit: LockKit) -> Iterator[None]:
+def file_mutex(me: Buyer, kit: LockKit) -> Iterator[None]:
     # Created here, in the buyer: filelock refuses a FileLock object made before the fork.
     lock = FileLock(str(me.store.lock_path))
     me.wants_lock()
@@ -126,11 +136,22 @@ def _file_mutex(me: Buyer, kit: LockKit) -> Iterator[None]:
         me.released()
 
 
+def lock_kit(env: RunEnv, kind: str) -> LockKit:
+    """The shared parts of one run's mutex, made before the buyers fork."""
+    latency = env.scenario.latency
+    return LockKit(
+        mp_lock=env.mp.Lock() if kind == "mp" else None,
+        served=env.mp.RawValue("i", 0) if kind == "file" else None,
+        hold_s=(latency.low + latency.high) / 2 + WRITE_HOLD_S,
+        timeout=env.timeout,
+    )
+
+
 #: Lock kind -> mutex. Tests swap an entry for a no-op to prove the tally
 #: catches the race when the lock is gone.
 LOCKS: dict[str, Callable[[Buyer, LockKit], AbstractContextManager[None]]] = {
-    "file": _file_mutex,
-    "mp": _mp_mutex,
+    "file": file_mutex,
+    "mp": mp_mutex,
 }
 
 
@@ -166,11 +187,4 @@ class Locked:
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage]:
         kind = env.scenario.lock
-        latency = env.scenario.latency
-        kit = LockKit(
-            mp_lock=env.mp.Lock() if kind == "mp" else None,
-            served=env.mp.RawValue("i", 0) if kind == "file" else None,
-            hold_s=(latency.low + latency.high) / 2 + WRITE_HOLD_S,
-            timeout=env.timeout,
-        )
-        yield Stage(program=run, shared=(kind, kit), lock=kind)
+        yield Stage(program=run, shared=(kind, lock_kit(env, kind)), lock=kind)

@@ -13,34 +13,30 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from filelock import FileLock
-
 from lab._buyer import Buyer
+from lab.variants.locked import LockKit, file_mutex, lock_kit
 from lab.variants.naive import search
 from lab.variants.protocol import RunEnv, Stage
 
 __all__ = ["LockedWriteOnly", "buy", "run"]
 
 
-def buy(me: Buyer, timeout: float) -> None:
-    """买票, locking only around the write."""
+def buy(me: Buyer, kit: LockKit) -> None:
+    """买票, locking only around the write (the same FileLock as ``locked``, the wrong scope)."""
     count = me.store.read()  # read WITHOUT the lock: another buyer may be about to write
     me.read(count)
     me.network_latency()  # the race window is still wide open
     if count > 0:
-        me.wants_lock()
-        with FileLock(str(me.store.lock_path), timeout=timeout):  # too late: the decision is made
-            me.acquired()
+        with file_mutex(me, kit):  # too late: the decision is already made
             me.store.write_atomic(count - 1)
-        me.released()
         me.bought(ticket=count)
     else:
         me.sold_out(count)
 
 
-def run(me: Buyer, timeout: float) -> None:
+def run(me: Buyer, kit: LockKit) -> None:
     search(me)
-    buy(me, timeout)
+    buy(me, kit)
 
 
 class LockedWriteOnly:
@@ -55,4 +51,4 @@ class LockedWriteOnly:
 
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage]:
-        yield Stage(program=run, shared=(env.timeout,), lock="file")
+        yield Stage(program=run, shared=(lock_kit(env, "file"),), lock="file")

@@ -308,6 +308,10 @@ class _ServerVariant:
 
     mode: Mode = "safe"
     locks: tuple[str, ...] = ()
+    #: ``lab explore`` pauses buyers at their step points, but this race is
+    #: between the server's handler threads, which it cannot pause: it would
+    #: see each purchase complete alone and wrongly call server-naive safe.
+    explorable = False
 
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage]:
