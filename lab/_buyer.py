@@ -212,6 +212,8 @@ def buyer_main(  # noqa: PLR0917 - a Process target receives its args positional
     in one process, each on its own thread, so 10,000 buyers need not be
     10,000 processes.
     """
+    # The runner forks with SIGINT/SIGTERM held back; take them again here.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     # Ctrl-C reaches the whole process group; the runner handles it and reaps us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The CLI turns SIGTERM into an interrupt for itself; a buyer just dies when reaped.
@@ -236,8 +238,10 @@ def buyer_main(  # noqa: PLR0917 - a Process target receives its args positional
     ]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + gun_timeout + sum(me.latency_s + me.arrival_s for me, _ in buyers)
     for thread in threads:
-        thread.join()
+        # Bounded: a buyer stuck past every timeout of its own is reaped by the runner.
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def to_event(kind: str, buyer: int, t: float, count: int | None, detail: str) -> BuyerEvent:

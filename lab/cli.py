@@ -29,15 +29,14 @@ from lab import __version__, render, report_html, scenarios
 from lab import _argtypes as argtypes
 from lab.compare import Case, cases_for, compare
 from lab.errors import LabError, UsageError
-from lab.explore import explore, parse_schedule, replay
+from lab.explore import explorable, explore, parse_schedule, replay
 from lab.model import BuyerEvent, Result, Scenario
-from lab.runner import Observer, run, with_seed
+from lab.runner import Observer, check_data, run, with_seed
 from lab.stats import VariantStats
 from lab.stepper import step_session
 from lab.store import MAX_TICKETS
 from lab.timeline import TimelineView
 from lab.variants import VARIANTS
-from lab.variants.protocol import Variant
 
 __all__ = ["build_parser", "main"]
 
@@ -241,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 if a variant expected to be safe ever oversold, lost an update or failed",
     )
 
-    explorable = sorted(n for n, v in VARIANTS.items() if _explorable(v))
+    steppable = sorted(n for n, v in VARIANTS.items() if explorable(v))
     e = sub.add_parser(
         "explore",
         help="try every interleaving of the buyers' steps and tally each",
@@ -249,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(every schedule for up to 3 buyers, a seeded sample above), and report which fail.",
     )
     e.add_argument(
-        "variant", choices=explorable, metavar="VARIANT", help=f"one of: {', '.join(explorable)}"
+        "variant", choices=steppable, metavar="VARIANT", help=f"one of: {', '.join(steppable)}"
     )
     e.add_argument(
         "--buyers", type=argtypes.whole(1, 12, "a whole number of buyers from 1 to 12"), default=2
@@ -281,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gives the same result every time.",
     )
     r.add_argument(
-        "variant", choices=explorable, metavar="VARIANT", help=f"one of: {', '.join(explorable)}"
+        "variant", choices=steppable, metavar="VARIANT", help=f"one of: {', '.join(steppable)}"
     )
     r.add_argument(
         "--schedule",
@@ -308,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         "watch data.json and each buyer's view. Reads one choice per line from stdin.",
     )
     st.add_argument(
-        "variant", choices=explorable, metavar="VARIANT", help=f"one of: {', '.join(explorable)}"
+        "variant", choices=steppable, metavar="VARIANT", help=f"one of: {', '.join(steppable)}"
     )
     st.add_argument(
         "--buyers", type=argtypes.whole(1, 6, "a whole number of buyers from 1 to 6"), default=2
@@ -332,10 +331,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("variants", help="list the variants, and whether each should hold")
     sub.add_parser("scenarios", help="list the scenario presets and what each teaches")
     return parser
-
-
-def _explorable(variant: Variant) -> bool:
-    return not getattr(variant, "requires", None) and getattr(variant, "explorable", True)
 
 
 _SCENARIO_FLAGS = (
@@ -364,6 +359,7 @@ class _Live(Observer):
         self.bar = bar
         self.total_runs = total_runs
         self.progress: Progress | None = None
+        self.runs_finished = 0
         self.buyers_task: Any = None
         self.runs_task: Any = None
 
@@ -372,21 +368,20 @@ class _Live(Observer):
         # must not exist while the runner forks.
         if not self.bar:
             return
-        if self.progress is None:
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=self.console,
-                transient=True,
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        if self.total_runs > 1:
+            self.runs_task = self.progress.add_task(
+                "runs", total=self.total_runs, completed=self.runs_finished
             )
-            if self.total_runs > 1:
-                self.runs_task = self.progress.add_task("runs", total=self.total_runs)
-            self.buyers_task = self.progress.add_task("buyers", total=buyers)
-            self.progress.start()
-        else:
-            self.progress.reset(self.buyers_task, total=buyers)
+        self.buyers_task = self.progress.add_task("buyers", total=buyers)
+        self.progress.start()
 
     def event(self, event: BuyerEvent) -> None:
         if self.verbose:
@@ -397,8 +392,10 @@ class _Live(Observer):
             self.progress.advance(self.buyers_task)
 
     def run_done(self, label: str) -> None:
-        if self.progress is not None and self.runs_task is not None:
-            self.progress.update(self.runs_task, advance=1, description=f"runs ({label})")
+        # Stop the bar (and its refresh thread) between runs: the next run forks
+        # its buyers, and a process that forks must not have other threads.
+        self.runs_finished += 1
+        self.stop()
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -444,6 +441,8 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         verbose=args.verbose and not args.json,
         bar=console.is_terminal and not args.json and not args.verbose,
     )
+    if args.data is not None:
+        check_data(args.data, scenario)  # one line, before the header, for a bad --data
     if not args.json:
         lock = scenario.lock if variant.locks else None
         tickets = (
@@ -545,7 +544,7 @@ def _cmd_explore(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_replay(args: argparse.Namespace, console: Console) -> int:
     steps = parse_schedule(args.schedule)
-    buyers = args.buyers or max(b for b, _ in steps) + 1
+    buyers = args.buyers or max(b for b, _, _ in steps) + 1
     result, done = replay(VARIANTS[args.variant], buyers, args.tickets, args.schedule)
     if args.json:
         payload = {**result.to_json(), "schedule": done}
@@ -628,6 +627,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LabError as exc:
         print(f"lab: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # The machine said no (no space, no permission, too many open files):
+        # one line, as for bad input, but not the user's typo (exit 1).
+        print(
+            f"lab: error: {exc.strerror or exc}"
+            + (f": {exc.filename}" if getattr(exc, "filename", None) else ""),
+            file=sys.stderr,
+        )
+        return 1
     except SystemExit as exc:  # --help / --version
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:

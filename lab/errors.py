@@ -11,7 +11,6 @@ from __future__ import annotations
 __all__ = [
     "DataFileBusy",
     "LabError",
-    "RunStalled",
     "ScenarioError",
     "StoreCorrupted",
     "UsageError",
@@ -56,13 +55,3 @@ class StoreCorrupted(LabError):
 
 class DataFileBusy(LabError):
     """Raised by the runner when another ``lab run`` is already using the same data.json."""
-
-
-class RunStalled(LabError):
-    """Raised by the runner when no buyer made progress within the stall timeout.
-
-    The classic cause is a buyer that died holding a ``multiprocessing.Lock``:
-    nobody can ever acquire it again, so without this the run would hang forever.
-    """
-
-    exit_code = 1

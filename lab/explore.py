@@ -156,6 +156,7 @@ class Gated:
         self._threads: list[threading.Thread] = []
         self._exit = contextlib.ExitStack()
         self._t0 = time.monotonic()
+        self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -179,11 +180,12 @@ class Gated:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        # Let every paused buyer run to its end so no thread outlives the run.
-        for i in range(self.buyers):
-            if self.at[i] not in ("end", None):
-                self.at[i] = None
-                self._go[i].release()
+        # Stop gating: every buyer now runs to its end without pausing, so no
+        # thread outlives the run (a schedule error or a quit leaves buyers mid-way).
+        with self._cond:
+            self._closing = True
+        for go in self._go:
+            go.release()
         for thread in self._threads:
             thread.join(STEP_TIMEOUT_S)
             # A buyer stuck in a lock is a daemon thread and gives up when its lock
@@ -201,7 +203,12 @@ class Gated:
         with self._cond:
             self.at[i] = name
             self._cond.notify_all()
-        self._go[i].acquire()
+            if self._closing:
+                return
+        # Bounded, like every wait: if nobody schedules this buyer, it finishes on its own.
+        while not self._go[i].acquire(timeout=STEP_TIMEOUT_S):
+            if self._closing:
+                return
 
     def _body(self, i: int, me: Buyer, program: Callable[..., None], args: tuple[Any, ...]) -> None:
         self._pause(i, "start")
@@ -447,7 +454,7 @@ def explore(
     (``complete`` says whether ``max_schedules`` cut it short); above that, a
     random sample of ``max_schedules`` schedules drawn with ``seed``.
     """
-    if getattr(variant, "requires", None) or not getattr(variant, "explorable", True):
+    if not explorable(variant):
         raise UsageError(f"explore: {variant.name} cannot be explored step by step")
     start = time.monotonic()
     outcomes: list[Outcome] = []
@@ -496,17 +503,22 @@ def explore(
     )
 
 
-_STEP = re.compile(r"^b(?P<buyer>\d+)\.(?P<what>[a-z][a-z+-]*)(?:\([^)]*\))?$")
+_STEP = re.compile(r"^b(?P<buyer>\d+)\.(?P<what>[a-z][a-z+-]*)(?:\((?P<count>[^)]*)\))?$")
 
 
-def parse_schedule(text: str) -> list[tuple[int, str]]:
-    """``"b0.read b1.read(1) b0.write"`` -> ``[(0, "read"), (1, "read"), (0, "write")]``."""
+def explorable(variant: Variant) -> bool:
+    """Whether ``lab explore`` can pause this variant's buyers at every step that matters."""
+    return not getattr(variant, "requires", None) and getattr(variant, "explorable", True)
+
+
+def parse_schedule(text: str) -> list[tuple[int, str, str | None]]:
+    """``"b0.read b1.read(1)"`` -> ``[(0, "read", None), (1, "read", "1")]``."""
     steps = []
     for n, token in enumerate(text.replace(",", " ").split(), start=1):
         match = _STEP.match(token)
         if match is None:
             raise UsageError(f"--schedule: step {n} {token!r} is not like b0.read or b1.write(0)")
-        steps.append((int(match["buyer"]), match["what"]))
+        steps.append((int(match["buyer"]), match["what"], match["count"]))
     if not steps:
         raise UsageError("--schedule: no steps given")
     return steps
@@ -526,8 +538,8 @@ def replay(variant: Variant, buyers: int, tickets: int, schedule: str) -> tuple[
     """
     wanted = parse_schedule(schedule)
     with scratch_dir() as workdir, Gated(variant, buyers, tickets, workdir) as run:
-        for n, (buyer, what) in enumerate(wanted, start=1):
-            token = f"b{buyer}.{what}"
+        for n, (buyer, what, count) in enumerate(wanted, start=1):
+            token = f"b{buyer}.{what}" + (f"({count})" if count is not None else "")
             reason = run.blocked_reason(buyer)
             if reason is not None:
                 raise ScheduleError(f"--schedule: step {n} {token!r} cannot be taken: {reason}")
@@ -535,8 +547,11 @@ def replay(variant: Variant, buyers: int, tickets: int, schedule: str) -> tuple[
                 label = run.step(buyer)
             except StepHang as exc:
                 raise ScheduleError(f"--schedule: step {n} {token!r} hung: {exc}") from None
-            done = _kind(label)
-            if what != done and what not in done.split("+"):
+            done = label.split(".", 1)[1]  # e.g. "write(0)+release"
+            first = done.split("+")[0]  # "write(0)": a step is named by its first part
+            kind_ok = what in (_kind(label), re.sub(r"\([^)]*\)", "", first))
+            count_ok = count is None or first == f"{what.split('+')[0]}({count})"
+            if not (kind_ok and count_ok):
                 raise ScheduleError(
                     f"--schedule: step {n} {token!r} does not match: buyer {buyer}'s next step was "
                     f"{label.split('.', 1)[1]}"

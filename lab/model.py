@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -305,8 +305,8 @@ class Result:
         """Sales the file shows but no buyer confirmed: ``(tickets - remaining) - sold``, >= 0.
 
         Only a buyer that vanished (killed, or cut off by an interrupt) after
-        writing and before reporting can cause these; a sale is counted as
-        sold only if its buyer confirmed it *and* the file shows it.
+        writing and before reporting can cause these. ``sold`` counts only
+        confirmed sales; these are reported beside it, never added to it.
         """
         visible = self.visible_sales
         return 0 if visible is None else max(0, visible - self.sold)
@@ -321,12 +321,34 @@ class Result:
         return sum(1 for r in self.receipts if r.crashed_holding)
 
     @property
+    def hidden_lost_updates(self) -> int:
+        """Lost updates a kill may hide from ``lost_updates``.
+
+        A buyer killed after its write but before its report (step ``bought``)
+        read some count c and wrote c - 1. If another buyer also sold from c,
+        two writes of c - 1 landed and one overwrote the other, yet the books
+        can still balance (one confirmed sale, one unknown). Each such extra
+        sale from the same count is counted here.
+        """
+        wrote_unreported = [
+            r.read for r in self.receipts
+            if r.read is not None and (r.crashed_at or "").startswith("bought")
+        ]  # fmt: skip
+        confirmed = Counter(r.ticket for r in self.receipts if r.ticket is not None)
+        hidden = 0
+        for count, n in Counter(wrote_unreported).items():
+            hidden += n if confirmed[count] else n - 1
+        return hidden
+
+    @property
     def accounted(self) -> bool:
         """The books balance: ``sold + remaining + unknown_consumed == tickets``.
 
-        That holds exactly when no update was lost; and every sale the file
-        shows but no buyer confirmed must belong to a buyer whose outcome is
-        unknown (``unknown_consumed <= unknown``).
+        That holds when no confirmed sale is missing from the file (no lost
+        update among confirmed sales), and every sale the file shows but no
+        buyer confirmed belongs to a buyer whose outcome is unknown
+        (``unknown_consumed <= unknown``). A kill can still hide a lost update
+        inside the unknowns: see :attr:`hidden_lost_updates`.
         """
         if self.remaining is None:
             return False
@@ -365,8 +387,9 @@ class Result:
     def torn_reads(self) -> int:
         """Errors from reading data.json mid-write (a subset of ``errors``)."""
         return sum(
-            1 for r in self.receipts if r.outcome == "error" and "data.json" in (r.error or "")
-        )
+            1 for r in self.receipts
+            if r.outcome == "error" and (r.error or "").startswith("StoreCorrupted:")
+        )  # fmt: skip
 
     @property
     def lockstep_broken(self) -> bool:
@@ -383,6 +406,7 @@ class Result:
             and self.errors == 0
             and self.stalled is None
             and self.accounted
+            and self.hidden_lost_updates == 0
             and self.unknown == self.killed
         )
 
@@ -413,6 +437,7 @@ class Result:
             "errors": self.errors,
             "unknown": self.unknown,
             "unknown_consumed": self.unknown_consumed,
+            "hidden_lost_updates": self.hidden_lost_updates,
             "killed": self.killed,
             "killed_in_critical_section": self.killed_in_critical_section,
             "accounted": self.accounted,

@@ -213,14 +213,24 @@ def evidence(result: Result) -> list[str]:
             + (" ✓." if r.accounted else " ✗ (they do not balance).")
         )
     if r.lockstep_broken:
-        lines.append(
-            "Lockstep could not gather every buyer in the race window: the lock let only one in "
-            "at a time, which is the fix working."
-        )
+        if r.lock:
+            lines.append(
+                "Lockstep could not gather every buyer in the race window: the lock let only one "
+                "in at a time, which is the fix working."
+            )
+        else:
+            lines.append(
+                "Lockstep timed out before every buyer reached the race window (late arrivals or "
+                "killed buyers), so this run did not force every buyer to overlap."
+            )
     if r.stalled:
         lines.append("The runner stopped the stalled buyers and reaped every process.")
     if not r.raced and not r.errors and not r.interrupted and not r.stalled:
-        if r.expected_safe:
+        if r.variant == "custom":
+            lines.append(
+                "Your program held this time; --repeat and --lockstep make a race likelier."
+            )
+        elif r.expected_safe:
             taken = sorted((x.ticket for x in r.receipts if x.ticket is not None), reverse=True)
             if taken:
                 span = f"#{taken[0]}" if len(taken) == 1 else f"#{taken[0]}…#{taken[-1]}"
@@ -343,7 +353,10 @@ def render_result(
     body.append_text(verdict(r, lang))
     for sentence in evidence(r):
         body.append("\n" + sentence)
-    title = f"{r.variant}: {'expected to hold' if r.expected_safe else 'expected to race'}"
+    if r.variant == "custom":
+        title = "custom: your program, judged by the tally"
+    else:
+        title = f"{r.variant}: {'expected to hold' if r.expected_safe else 'expected to race'}"
     border = "green" if r.consistent else "red"
     parts: list[RenderableType] = [
         Panel(body, title=title, title_align="left", border_style=border),
@@ -464,7 +477,8 @@ def compare_table(stats: Sequence[VariantStats], *, hangs: bool = False) -> Tabl
     table = Table(
         box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0),
         title=f"{runs} run{'s' if runs != 1 else ''} of each variant · raced: runs that "
-        "oversold · max: worst oversell · lost: lost updates · dbl: double-sold tickets · "
+        "oversold or lost an update · max: worst oversell · lost: lost updates · dbl: "
+        "double-sold tickets · sold/s: real tickets sold per second · "
         "hung: runs that stalled · secs: median elapsed",
         title_justify="left", title_style="dim",
     )  # fmt: skip
@@ -481,7 +495,7 @@ def compare_table(stats: Sequence[VariantStats], *, hangs: bool = False) -> Tabl
         row: list[RenderableType] = [
             Text(s.label, style="bold"),
             expected,
-            Text(f"{s.oversold_runs}/{s.runs}", style="red" if s.oversold_runs else ""),
+            Text(f"{s.raced_runs}/{s.runs}", style="red" if s.raced_runs else ""),
             str(s.max_oversold),
             str(s.lost_updates),
             str(s.double_sold),

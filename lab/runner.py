@@ -28,9 +28,12 @@ import gc
 import json
 import multiprocessing
 import random
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -49,6 +52,7 @@ from lab.variants.protocol import MpContext, RunEnv, Stage, Variant
 __all__ = [
     "CRASH_STEPS",
     "Observer",
+    "check_data",
     "crash_plan",
     "default_start_method",
     "draw_latencies",
@@ -73,7 +77,8 @@ class Observer:
     """Hooks the runner calls while a run is in flight (the CLI shows progress with them)."""
 
     def started(self, buyers: int) -> None:
-        """All buyers are ready; the gun is about to fire."""
+        """All buyers are forked and ready; the gun is about to fire. No fork follows
+        in this run, so an observer may start threads here."""
 
     def event(self, event: BuyerEvent) -> None:
         """A buyer reported something (``t`` is seconds since the gun)."""
@@ -94,6 +99,21 @@ def draw_latencies(scenario: Scenario, seed: int) -> list[float]:
     rng = random.Random(seed)
     low, high = scenario.latency.low, scenario.latency.high
     return [rng.uniform(low, high) for _ in range(scenario.buyers)]
+
+
+def check_data(data: Path, scenario: Scenario) -> None:
+    """Refuse a ``--data`` file that cannot be used, before anything is created or touched.
+
+    Raises:
+        StoreCorrupted: its directory does not exist, or (when the run keeps the
+            file's count, i.e. no ``--tickets``) the file is missing or corrupt.
+    """
+    store = Store(data)
+    if not store.path.parent.is_dir():
+        # Checked first: the run's lock file would otherwise create the directory.
+        raise StoreCorrupted(str(store.path), "is in a directory that does not exist")
+    if scenario.tickets is None and scenario.connect is None:
+        store.read()
 
 
 def _untrack(proc: BaseProcess) -> None:
@@ -144,22 +164,47 @@ def _stall_message(events: list[BuyerEvent], lock: str | None, timeout: float, w
     return f"no buyer made progress for {timeout:g} s; {waiting} still waiting"
 
 
-def _reap(procs: Sequence[BaseProcess], *, grace: float) -> None:
-    """Make sure no child outlives the run: join, terminate stragglers, kill the stubborn."""
-    deadline = time.monotonic() + grace
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-    for p in procs:
-        p.join(2.0)
-        if p.is_alive():
-            p.kill()
+def _reap(procs: list[BaseProcess], *, grace: float) -> None:
+    """Make sure no child outlives the run: join, terminate stragglers, kill the stubborn.
+
+    Idempotent: reaped processes leave ``procs``, so a second call (a second
+    Ctrl-C, or an interrupt during the variant's teardown) has nothing to redo.
+    SIGINT and SIGTERM wait until the reaping is done.
+    """
+    with _signals_deferred():
+        deadline = time.monotonic() + grace
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
             p.join(2.0)
-    for p in procs:
-        if not p.is_alive():
-            p.close()
+            if p.is_alive():
+                p.kill()
+                p.join(2.0)
+        for p in list(procs):
+            if not p.is_alive():
+                p.close()
+                procs.remove(p)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends (where the platform can), so an
+    interrupt cannot land between forking a child and recording it, or halfway
+    through reaping."""
+    deferred = {signal.SIGINT, signal.SIGTERM}
+    can_mask = (
+        hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    )
+    if can_mask:
+        signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    try:
+        yield
+    finally:
+        if can_mask:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, deferred)
 
 
 def run(
@@ -198,12 +243,17 @@ def run(
         run_lock = None
     else:
         store = Store(data)
+        check_data(data, scenario)
         # Two runs on one data.json would tally each other's sales: refuse the second.
         run_lock = FileLock(str(store.path) + ".run.lock", timeout=0)
         try:
             run_lock.acquire()
         except FileLockTimeout:
             raise DataFileBusy(f"{store.path}: another lab run is using this file") from None
+        except OSError as exc:
+            raise StoreCorrupted(
+                str(store.path), f"cannot be used: {exc.strerror or exc} (its directory)"
+            ) from None
     try:
         return _run_locked(
             variant,
@@ -313,12 +363,15 @@ def _run_locked(
         tickets = store.read()
 
     high = scenario.latency.high
-    lockstep_timeout = 5.0 + 0.01 * n
+    # Every wait allows for the last buyer's arrival (``--arrival``), too.
+    arrivals = (n - 1) * scenario.arrival
+    lockstep_timeout = 5.0 + 0.01 * n + arrivals
     if stall_timeout is None:
         # Some buyer reports at least once per latency while any make progress;
         # with --crash a dead lock holder is expected, so detect it sooner.
         slack = 3.0 if scenario.crash > 0 else 15.0
         stall_timeout = high + (lockstep_timeout if scenario.lockstep else 0.0) + slack
+        stall_timeout += scenario.arrival  # the longest quiet gap between two arrivals
     # A buyer may legitimately wait behind every other buyer's latency for a lock or the seller.
     wait_timeout = n * (high + 0.05) + stall_timeout + n * scenario.arrival
     ready_timeout = 30.0 + 0.05 * n
@@ -359,10 +412,11 @@ def _run_locked(
             name=f"lab-buyer-{group[0].index}",
             daemon=True,
         )
-        proc.start()
-        _untrack(proc)
-        box.procs.append(proc)
-        box.seated.append([spec.index for spec in group])
+        with _signals_deferred():  # the child unblocks them first thing (buyer_main)
+            proc.start()
+            _untrack(proc)
+            box.procs.append(proc)
+            box.seated.append([spec.index for spec in group])
         return proc
 
     try:
@@ -379,10 +433,14 @@ def _run_locked(
                 if stage.sequential:
                     # The notes' classic mistake, literally: start one buyer, join it,
                     # then start the next. No two buyers ever overlap (so no lockstep).
-                    observer.started(n)
+                    # observer.started() is not called: it may start threads (a
+                    # progress bar), and this mode keeps forking until the end.
                     box.t0 = time.monotonic()
                     gun.set()
-                    for group in groups:
+                    for planned in groups:
+                        # Arrival times count from the gun, not from this buyer's fork.
+                        due = box.t0 + planned[0].arrival_s - time.monotonic()
+                        group = [dataclasses.replace(s, arrival_s=max(0.0, due)) for s in planned]
                         proc = fork(stage, group, None)
                         indices = {spec.index for spec in group}
                         stalled = box.collect(
@@ -410,7 +468,8 @@ def _run_locked(
                 interrupted = True
             finally:
                 gc.unfreeze()
-                _reap(box.procs, grace=0.0 if (interrupted or stalled) else 5.0)
+                clean = not (interrupted or stalled) and box.t0 is not None
+                _reap(box.procs, grace=5.0 if clean else 0.0)
                 box.drain()
         ledger = stage.extra.get("ledger")
     except KeyboardInterrupt:

@@ -21,9 +21,10 @@ __all__ = ["ANOMALIES", "VariantStats", "case_label"]
 #: The anomaly matrix's columns: name -> how many of it one run showed.
 ANOMALIES: dict[str, Callable[[Result], int]] = {
     "oversell": lambda r: r.oversold,
-    "lost update": lambda r: r.lost_updates if r.lost_updates is not None else 1,
+    "lost update": lambda r: (r.lost_updates or 0) + r.hidden_lost_updates,
     "double sale": lambda r: r.double_sold,
-    "torn read/error": lambda r: r.errors,
+    # a torn read, or a torn data.json left at the end (a writer killed mid-write)
+    "torn read/error": lambda r: r.errors + (1 if r.remaining is None else 0),
     "hang": lambda r: 1 if r.stalled else 0,
 }
 
@@ -53,8 +54,22 @@ class VariantStats:
         return len(self.results)
 
     @property
+    def interrupted(self) -> int:
+        """Runs cut short by Ctrl-C/SIGTERM: reported, but not evidence for or against the fix."""
+        return sum(1 for r in self.results if r.interrupted)
+
+    @property
+    def finished(self) -> tuple[Result, ...]:
+        return tuple(r for r in self.results if not r.interrupted)
+
+    @property
     def oversold_runs(self) -> int:
         return sum(1 for r in self.results if r.oversold > 0)
+
+    @property
+    def raced_runs(self) -> int:
+        """Runs that oversold, lost an update or double-sold a ticket."""
+        return sum(1 for r in self.results if r.raced or r.hidden_lost_updates)
 
     @property
     def oversold_rate(self) -> float:
@@ -70,8 +85,13 @@ class VariantStats:
 
     @property
     def lost_updates(self) -> int:
-        """Lost updates over all runs (an unreadable final file counts as one)."""
-        return sum(r.lost_updates if r.lost_updates is not None else 1 for r in self.results)
+        """Lost updates over all runs, including those a kill hid (Result.hidden_lost_updates)."""
+        return sum((r.lost_updates or 0) + r.hidden_lost_updates for r in self.results)
+
+    @property
+    def unreadable_runs(self) -> int:
+        """Runs that ended with data.json unreadable (torn by a writer killed mid-write)."""
+        return sum(1 for r in self.results if r.remaining is None)
 
     @property
     def double_sold(self) -> int:
@@ -91,8 +111,8 @@ class VariantStats:
 
     @property
     def tickets_per_s(self) -> float:
-        """Median of sold / elapsed over the runs: what a sale costs under this mechanism."""
-        rates = [r.sold / r.elapsed_s for r in self.results if r.elapsed_s > 0]
+        """Median of real tickets sold per second (an oversell sells no extra ticket)."""
+        rates = [min(r.sold, r.tickets) / r.elapsed_s for r in self.finished if r.elapsed_s > 0]
         return statistics.median(rates) if rates else 0.0
 
     @property
@@ -107,8 +127,8 @@ class VariantStats:
 
     @property
     def held(self) -> bool:
-        """Never oversold, lost an update, double-sold, failed or hung in any run."""
-        return all(r.consistent and not r.raced for r in self.results)
+        """Never oversold, lost an update, double-sold, failed or hung in any finished run."""
+        return all(r.consistent and not r.raced for r in self.finished)
 
     @property
     def verdict(self) -> str:
@@ -116,20 +136,23 @@ class VariantStats:
         double sale), ``hangs`` (a run stalled) or ``fails`` (buyers errored)."""
         if self.held:
             return "holds"
-        if self.oversold_runs or self.lost_updates or self.double_sold:
+        if self.raced_runs:
             return "races"
         return "hangs" if self.hangs else "fails"
 
     @property
     def betrayed(self) -> bool:
-        """Expected to be safe, yet some run oversold, lost an update or had an error."""
+        """Expected to be safe, yet some finished run oversold, lost an update or had an error."""
         return self.expected_safe and not self.held
 
     def sentence(self) -> str:
         """One sentence on why this row says what it says."""
-        n = self.runs
+        n = len(self.finished)
+        cut = f" ({self.interrupted} more interrupted)" if self.interrupted else ""
+        if not n:
+            return f"{self.label}: interrupted before any run finished."
         if self.held:
-            text = f"{self.label} held in all {n} runs: {self.why}."
+            text = f"{self.label} held in all {n} finished runs{cut}: {self.why}."
             return text + (f" ({self.caveat})" if self.caveat else "")
         parts = []
         if self.oversold_runs:
@@ -141,6 +164,13 @@ class VariantStats:
             parts.append(f"had {self.errors} errors")
         if self.hangs:
             parts.append(f"hung in {self.hangs} runs")
+        if self.unreadable_runs:
+            parts.append(f"left data.json unreadable in {self.unreadable_runs} runs")
+        vanished = sum(r.unknown - r.killed for r in self.finished)
+        if vanished:
+            parts.append(f"lost track of {vanished} buyers")
+        if not parts:
+            parts.append("did not balance its books")
         head = f"{self.label} " + ", ".join(parts)
         if self.expected_safe:
             return head + ": it was expected to hold, so this is a bug in the fix."
@@ -154,6 +184,9 @@ class VariantStats:
             "expected_safe": self.expected_safe,
             "runs": self.runs,
             "oversold_runs": self.oversold_runs,
+            "raced_runs": self.raced_runs,
+            "interrupted_runs": self.interrupted,
+            "unreadable_runs": self.unreadable_runs,
             "oversold_rate": self.oversold_rate,
             "mean_oversold": self.mean_oversold,
             "max_oversold": self.max_oversold,

@@ -46,7 +46,8 @@ def step_session(
     with scratch_dir() as workdir, Gated(variant, buyers, tickets, workdir) as run:
         console.print(
             Text(
-                f"lab step {variant.name}: {buyers} buyers, {tickets} tickets. {HELP}.",
+                f"lab step {variant.name}: {buyers} buyer{'s' * (buyers != 1)}, "
+                f"{tickets} ticket{'s' * (tickets != 1)}. {HELP}.",
                 style="bold",
             )
         )

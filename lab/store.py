@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -101,6 +102,8 @@ class Store:
             data = json.loads(text)
         except ValueError as exc:  # JSONDecodeError, and int() digit limits
             raise StoreCorrupted(name, f"is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise StoreCorrupted(name, "is not valid JSON (nested too deeply)") from None
         if not isinstance(data, dict):
             raise StoreCorrupted(
                 name, f'must hold an object like {{"ticket_num": 1}}, found {type(data).__name__}'
@@ -143,6 +146,8 @@ class Store:
             prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
         )
         try:
+            # mkstemp makes the file 0600; keep data.json's own mode across the replace.
+            os.fchmod(fd, self._mode())
             with os.fdopen(fd, "w", encoding="utf8") as f:
                 f.write(self._encode(count))
                 f.flush()
@@ -154,6 +159,12 @@ class Store:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def _mode(self) -> int:
+        try:
+            return stat.S_IMODE(os.stat(self.path).st_mode)
+        except OSError:
+            return 0o644  # a new data.json: what open('w') gives under the usual umask
 
     def reset(self, count: int) -> Path | None:
         """Put ``count`` tickets in data.json (``--tickets``), creating it if needed.
@@ -179,5 +190,10 @@ class Store:
                         str(self.path), f"is unreadable and could not be backed up ({exc.strerror})"
                     ) from None
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A writer killed between its temp file and the replace (--crash) leaves
+        # the temp file behind; a reset is the moment to sweep them.
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         self.write_atomic(count)
         return backup

@@ -17,7 +17,6 @@ write, and what both had read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -146,8 +145,3 @@ class TimelineView:
                 yield Text("  " + pair.sentence())
             if len(pairs) > self.max_pairs:
                 yield Text(f"  …and {len(pairs) - self.max_pairs} more overwrites", style="dim")
-
-
-def steps_line(steps: Iterable[str]) -> Text:
-    """A schedule (``lab explore`` / ``replay``) as one wrapped line."""
-    return Text(" ".join(steps), style="bold", overflow="fold")

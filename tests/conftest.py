@@ -1,12 +1,27 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from multiprocessing import forkserver, resource_tracker
 
 import pytest
+from hypothesis import settings
 
 from tests.helpers import children_of
+
+# Tests never write outside their tmp_path: no example database in the working directory.
+settings.register_profile("lab", database=None, derandomize=True)
+settings.load_profile("lab")
+
+
+@pytest.fixture(autouse=True)
+def temp_inside_pytests_tmp(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner's default run directory (tempfile.mkdtemp) lands in pytest's own temp
+    area, beside the test's tmp_path, never in the system's /tmp."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("runs")))
 
 
 def _multiprocessing_singletons() -> set[int]:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -74,6 +75,15 @@ def safe_cases() -> list[tuple[str, str | None]]:
 def case_id(case: tuple[str, str | None]) -> str:
     name, lock = case
     return name if lock is None else f"{name}[{lock}]"
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound (so nobody else can take it
+    meanwhile) but never listening."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        yield probe.getsockname()[1]
 
 
 def read_line(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:

@@ -57,9 +57,9 @@ def test_explore_above_three_buyers_samples_and_says_so(capsys: pytest.CaptureFi
 
 
 def test_explore_json(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["explore", "queue", "--buyers", "2", "--json"]) == 0
+    assert main(["explore", "locked", "--buyers", "2", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["complete"] is True and data["failing"] == 0 and data["explored"] == 6
+    assert data["complete"] is True and data["failing"] == 0 and data["explored"] == 10
 
 
 def test_replaying_a_failing_schedule_five_times_gives_five_identical_tallies() -> None:
@@ -84,6 +84,27 @@ def test_replay_refuses_a_step_blocked_on_the_lock() -> None:
         ScheduleError, match=r"step 4 'b1.acquire'.*buyer 1 is blocked: buyer 0 holds the lock"
     ):
         replay(VARIANTS["locked"], 2, 1, "b0.search b0.acquire b1.search b1.acquire")
+
+
+def test_replay_checks_the_counts_it_is_given() -> None:
+    with pytest.raises(ScheduleError, match=r"step 1 'b0.read\(7\)' does not match: .*read\(1\)"):
+        replay(VARIANTS["naive"], 2, 1, "b0.read(7)")
+    result, _ = replay(VARIANTS["naive"], 2, 1, "b0.read(1) b1.read(1) b0.write(0) b1.write(0)")
+    assert result.oversold == 1
+
+
+def test_replay_names_a_step_by_its_first_part() -> None:
+    with pytest.raises(ScheduleError, match="does not match"):
+        replay(VARIANTS["locked"], 1, 1, "b0.search b0.acquire b0.read b0.release")
+    replay(VARIANTS["locked"], 1, 1, "b0.search b0.acquire b0.read b0.write")
+
+
+def test_variants_whose_steps_cannot_be_paused_are_not_explorable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in ("queue", "server", "server-naive", "custom"):
+        assert main(["explore", name]) == 2
+        assert "invalid choice" in capsys.readouterr().err
 
 
 def test_replay_refuses_a_step_the_buyer_is_not_at() -> None:

@@ -107,3 +107,38 @@ def test_receipt_json_has_the_story() -> None:
     )
     j = r.to_json()
     assert (j["searched"], j["read"], j["ticket"], j["outcome"]) == (1, 1, 1, "bought")
+
+
+def test_a_kill_after_the_write_cannot_hide_a_lost_update() -> None:
+    """2 tickets; A and B both read 2 and both wrote 1; A reported, B was killed before reporting.
+
+    The books balance (1 sold + 1 remaining + 0 taken by the killed), yet an
+    update was lost: the run must not be called consistent.
+    """
+    events = [
+        BuyerEvent(0, "read", 0.1, 2), BuyerEvent(0, "bought", 0.3, 2),
+        BuyerEvent(1, "read", 0.1, 2), BuyerEvent(1, "crash", 0.3, None, "bought"),
+    ]  # fmt: skip
+    r = Result(
+        variant="t", scenario=Scenario(buyers=2), tickets=2, remaining=1,
+        receipts=receipts_from_events({0: "buyer 0", 1: "buyer 1"}, events),
+        elapsed_s=1.0, data_path="x", seed=1, start_method="fork", expected_safe=False,
+    )  # fmt: skip
+    assert r.accounted and r.lost_updates == 0  # the plain books cannot see it...
+    assert r.hidden_lost_updates == 1  # ...this can
+    assert not r.consistent
+
+
+def test_a_kill_after_a_clean_write_hides_nothing() -> None:
+    """A reads 2 and writes 1, then is killed before reporting; B then reads 1 and buys it."""
+    events = [
+        BuyerEvent(0, "read", 0.1, 2), BuyerEvent(0, "crash", 0.2, None, "bought"),
+        BuyerEvent(1, "read", 0.3, 1), BuyerEvent(1, "bought", 0.4, 1),
+    ]  # fmt: skip
+    r = Result(
+        variant="t", scenario=Scenario(buyers=2), tickets=2, remaining=0,
+        receipts=receipts_from_events({0: "buyer 0", 1: "buyer 1"}, events),
+        elapsed_s=1.0, data_path="x", seed=1, start_method="fork", expected_safe=True,
+    )  # fmt: skip
+    assert (r.sold, r.unknown_consumed, r.hidden_lost_updates) == (1, 1, 0)
+    assert r.consistent

@@ -31,6 +31,7 @@ from lab.net import (
     recv_message,
     send_message,
 )
+from tests.helpers import refusing_port
 
 TIMEOUT = 10.0
 
@@ -297,12 +298,7 @@ def test_parse_address_rejects(text: str) -> None:
 
 
 def test_client_reports_a_refused_connection() -> None:
-    # Bind a port and close it without listening: nothing answers there.
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    with pytest.raises(ServerUnavailable, match="cannot connect"):
+    with refusing_port() as port, pytest.raises(ServerUnavailable, match="cannot connect"):
         Client("127.0.0.1", port, timeout=TIMEOUT).connect()
 
 

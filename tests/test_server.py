@@ -47,6 +47,7 @@ from tests.helpers import (
     interrupt_once_buyers_run,
     lab_subprocess,
     read_line,
+    refusing_port,
     run_variant,
 )
 
@@ -98,12 +99,15 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) ->
 
 
 def closed_by_server(sock: socket.socket) -> bool:
-    """Read until EOF (any replies before it are fine); True if the server hung up."""
+    """Read until EOF (any replies before it are fine): True if the server hung up,
+    False if it kept the connection open past the socket's timeout."""
     try:
         while sock.recv(65536):
             pass
     except ConnectionResetError:
         return True
+    except TimeoutError:
+        return False
     return True
 
 
@@ -432,6 +436,8 @@ def test_at_max_connections_new_ones_wait_in_the_backlog(
         buyer.start()
         try:
             wait_for(lambda: server.stats()["active_connections"] == 2, "two connections")
+            # Not served while both slots are held (peak_connections below is the hard check).
+            buyer.join(0.5)
             assert not third, "a third connection was served beyond --max-connections"
             first.close()
             buyer.join(TIMEOUT)
@@ -800,16 +806,9 @@ def test_connect_with_latency_above_the_servers_maximum_fails_before_any_buyer(
     assert server.store.read() == 3
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def test_connect_to_nothing_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ServerUnavailable, match="cannot connect"):
-        run_variant("server", tmp_path, buyers=3, connect=f"127.0.0.1:{_closed_port()}")
+    with refusing_port() as port, pytest.raises(ServerUnavailable, match="cannot connect"):
+        run_variant("server", tmp_path, buyers=3, connect=f"127.0.0.1:{port}")
     with pytest.raises(UsageError, match="--connect"):
         run_variant("server", tmp_path, buyers=3, connect="no-port-here")
 
@@ -819,7 +818,8 @@ def test_connect_to_nothing_from_the_cli_is_one_line_and_exit_2(
 ) -> None:
     data = str(tmp_path / "d.json")
     argv = ["run", "server", "--buyers", "3", "--latency", "0", "--tickets", "1", "--data", data]
-    code = main([*argv, "--connect", f"127.0.0.1:{_closed_port()}"])
+    with refusing_port() as port:
+        code = main([*argv, "--connect", f"127.0.0.1:{port}"])
     out, err = capsys.readouterr()
     assert code == 2
     assert err.count("\n") == 1 and "cannot connect" in err

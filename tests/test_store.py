@@ -86,3 +86,9 @@ def test_reset_of_good_file_keeps_no_backup(tmp_path: Path) -> None:
     Store(path).reset(1)
     assert Store(path).reset(5) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.json"]
+
+
+def test_a_file_that_cannot_be_read_even_by_root() -> None:
+    """/proc/self/mem opens, but reading it at offset 0 fails (EIO): unreadable even for root."""
+    with pytest.raises(StoreCorrupted, match="cannot be read"):
+        Store("/proc/self/mem").read()

@@ -16,8 +16,9 @@ another. This is the notes' next lesson, inter-process communication
   network latency *first* (the request is still travelling), then ask "buy"
   and report the seller's answer. The latency is the buyer's, outside the
   seller, so the seller is never the bottleneck of a slow network.
-* The seller: takes requests in arrival order; for "buy" it reads, checks and
-  writes (atomically) before it looks at the next request.
+* The seller: takes requests in arrival order; for "buy" it checks the count
+  and writes the new one (atomically) before it looks at the next request. As
+  data.json's only owner it reads the file once and keeps the count in memory.
 * Each buyer gets its answer on its own one-way ``Pipe``: the seller answers
   the right buyer without any shared reply channel to lock.
 """
@@ -31,10 +32,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 from typing import Any
 
 from lab._buyer import Buyer
-from lab.errors import LabError
+from lab.errors import LabError, UsageError
+from lab.server import fd_budget
 from lab.store import Store
 from lab.variants.protocol import RunEnv, Stage
 
@@ -47,7 +50,9 @@ Reply = tuple[str, Any]
 _IDLE_POLL_S = 0.2
 
 
-def seller(store: Store, requests: Queue[Request | None], replies: list[Connection]) -> None:
+def seller(
+    store: Store, requests: Queue[Request | None], replies: list[Connection], stop: Event
+) -> None:
     """The single owner of data.json: answer requests one at a time until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -60,11 +65,11 @@ def seller(store: Store, requests: Queue[Request | None], replies: list[Connecti
         try:
             request = requests.get(timeout=_IDLE_POLL_S)
         except queue.Empty:
-            if os.getppid() != runner:
-                return  # the runner died: do not linger as an orphan
+            if stop.is_set() or os.getppid() != runner:
+                return  # the run is over, or the runner died: do not linger
             continue
         if request is None:
-            return
+            continue
         buyer, op = request
         reply: Reply
         try:
@@ -123,6 +128,10 @@ def run(me: Buyer, requests: Queue[Request | None], timeout: float, reply: Conne
 
 class Queued:
     name = "queue"
+    #: ``lab explore`` gates buyers at their step points, but here the read and
+    #: the write both happen inside the seller during one request: the step it
+    #: would label ``read`` already contains the write. Nothing to interleave.
+    explorable = False
     summary = "one seller process owns data.json; buyers send requests over a multiprocessing.Queue"
     locks: tuple[str, ...] = ()
     safe = True
@@ -133,11 +142,22 @@ class Queued:
 
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage]:
+        # Two descriptors per buyer (its reply pipe), inherited by every buyer.
+        budget = fd_budget()
+        if 2 * env.buyers + 64 > budget:
+            raise UsageError(
+                f"--buyers: the queue variant needs two file descriptors per buyer; "
+                f"this process may open {budget} (raise `ulimit -n`)"
+            )
         requests: Queue[Request | None] = env.mp.Queue()
+        # The parent never puts on the queue: a put would start a feeder thread
+        # that can block forever on the queue's write lock if a buyer was killed
+        # holding it (--crash, Ctrl-C). The seller is stopped by an Event instead.
+        stop = env.mp.Event()
         pipes = [env.mp.Pipe(duplex=False) for _ in range(env.buyers)]
         owner = env.mp.Process(
             target=seller,
-            args=(env.store, requests, [send for _, send in pipes]),
+            args=(env.store, requests, [send for _, send in pipes], stop),
             name="lab-seller",
             daemon=True,
         )
@@ -150,15 +170,15 @@ class Queued:
             )
         finally:
             try:
-                requests.put(None)
+                stop.set()
                 owner.join(timeout=5)
             finally:
                 if owner.is_alive():
                     owner.kill()
                     owner.join(timeout=5)
                 owner.close()
+                requests.cancel_join_thread()
                 requests.close()
-                requests.join_thread()
                 for recv, send in pipes:
                     recv.close()
                     send.close()
