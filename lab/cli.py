@@ -445,9 +445,13 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         check_data(args.data, scenario)  # one line, before the header, for a bad --data
     if not args.json:
         lock = scenario.lock if variant.locks else None
-        tickets = (
-            scenario.tickets if scenario.tickets is not None else ("the file's" if args.data else 1)
-        )
+        tickets: int | str = 1
+        if scenario.connect is not None:
+            tickets = "the server's"
+        elif scenario.tickets is not None:
+            tickets = scenario.tickets
+        elif args.data:
+            tickets = "the file's"
         console.print(render.run_header(variant.name, scenario, tickets, scenario.seed or 0, lock))
         if args.scenario and scenario.description:
             console.print(Text(scenario.description, style="italic"))

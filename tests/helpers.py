@@ -106,6 +106,7 @@ def lab_subprocess(*args: str, cwd: Path) -> Iterator[subprocess.Popen[str]]:
         text=True,
         start_new_session=True,
         cwd=cwd,
+        env={**os.environ, "TMPDIR": str(cwd)},  # its run directories stay inside the test's
     )
     try:
         yield proc

@@ -66,7 +66,7 @@ LOCKED = NOTES.replace(
     "        fcntl.flock(lock, fcntl.LOCK_EX)\n"
     "        search(name)\n"
     "        buy(name)\n",
-)
+).replace("time.sleep(random.randint(1, 2))", "time.sleep(random.uniform(0, 0.02))")
 
 
 def run_program(
