@@ -64,6 +64,8 @@ class BuyerSpec:
     arrival_s: float = 0.0
     #: ``--crash``: the step at which this buyer is killed with SIGKILL, if any
     crash_at: str | None = None
+    #: the run's ``--seed`` (for a buyer program with randomness of its own)
+    seed: int = 0
 
 
 class Buyer:
@@ -82,6 +84,7 @@ class Buyer:
         self.latency_s = spec.latency_s
         self.buyers = spec.buyers
         self.arrival_s = spec.arrival_s
+        self.seed = spec.seed
         self._sink = sink
         self._lockstep = lockstep
         self._crash_at = spec.crash_at

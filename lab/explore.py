@@ -554,7 +554,7 @@ def replay(variant: Variant, buyers: int, tickets: int, schedule: str) -> tuple[
             if not (kind_ok and count_ok):
                 raise ScheduleError(
                     f"--schedule: step {n} {token!r} does not match: buyer {buyer}'s next step was "
-                    f"{label.split('.', 1)[1]}"
+                    f"{label.split('.', 1)[1]} (lab explore {variant.name} prints valid ones)"
                 )
         while not run.finished:
             enabled = run.enabled()

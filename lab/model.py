@@ -86,7 +86,8 @@ class Latency:
 class Scenario:
     """What one run is asked to do. Loaded from ``scenarios/*.toml``; CLI flags override fields."""
 
-    name: str = "custom"
+    #: "flags" when the run was described by command-line flags alone
+    name: str = "flags"
     description: str = ""
     buyers: int = 10
     #: tickets to put in data.json before the start gun. ``None`` keeps the

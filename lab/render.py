@@ -169,8 +169,13 @@ def evidence(result: Result) -> list[str]:
     for conflict in r.conflicts[:3]:
         who = format_buyers(conflict.buyers)
         t = conflict.ticket
+        two = len(conflict.buyers) == 2
         if conflict.all_read_before_first_write:
-            lines.append(f"Buyers {who} all read ticket_num={t} before any of them wrote.")
+            lines.append(
+                f"Buyers {who} both read ticket_num={t} before either wrote."
+                if two
+                else f"Buyers {who} all read ticket_num={t} before any of them wrote."
+            )
         else:
             lines.append(f"Buyers {who} each read ticket_num={t} and each sold ticket #{t}.")
         first, second = conflict.buyers[0], conflict.buyers[1]
@@ -225,7 +230,12 @@ def evidence(result: Result) -> list[str]:
             )
     if r.stalled:
         lines.append("The runner stopped the stalled buyers and reaped every process.")
-    if not r.raced and not r.errors and not r.interrupted and not r.stalled:
+    if r.variant == "custom" and r.visible_sales is not None and r.unknown_consumed and not r.sold:
+        lines.append(
+            "data.json went down, but no buyer reported a sale: does your function return "
+            "something truthy for a sale, or should --success-regex match what it prints?"
+        )
+    if r.consistent and not r.raced:
         if r.variant == "custom":
             lines.append(
                 "Your program held this time; --repeat and --lockstep make a race likelier."
@@ -233,10 +243,13 @@ def evidence(result: Result) -> list[str]:
         elif r.expected_safe:
             taken = sorted((x.ticket for x in r.receipts if x.ticket is not None), reverse=True)
             if taken:
-                span = f"#{taken[0]}" if len(taken) == 1 else f"#{taken[0]}…#{taken[-1]}"
+                sales = (
+                    f"The one sale took ticket #{taken[0]}"
+                    if len(taken) == 1
+                    else f"Every sale took a different ticket (#{taken[0]}…#{taken[-1]})"
+                )
                 lines.append(
-                    f"Every sale took a different ticket ({span}); "
-                    f"{_plural(r.sold_out, 'buyer')} read ticket_num=0 and went without."
+                    f"{sales}; {_plural(r.sold_out, 'buyer')} read ticket_num=0 and went without."
                 )
         else:
             lines.append(
@@ -253,7 +266,9 @@ def run_header(
     """One line saying what is about to run (or ran)."""
     parts = [variant + (f" (--lock {lock})" if lock else ""), _plural(scenario.buyers, "buyer")]
     parts.append(_plural(tickets, "ticket") if isinstance(tickets, int) else f"{tickets} tickets")
-    parts.append(f"latency {scenario.latency}")
+    parts.append(
+        "latency: your program's own" if variant == "custom" else f"latency {scenario.latency}"
+    )
     if scenario.lockstep:
         parts.append("lockstep")
     parts.append(f"seed {seed}")
@@ -262,19 +277,20 @@ def run_header(
 
 def _tally_table(r: Result) -> Table:
     table = Table(box=None, pad_edge=False, show_edge=False)
-    columns = {
+    # A program that reports no ticket numbers (custom) cannot show double sales.
+    numbered = all(x.ticket is not None for x in r.receipts if x.outcome == "bought")
+    columns: dict[str, object] = {
         "sold": r.sold,
         "remaining": "?" if r.remaining is None else r.remaining,
         "oversold": r.oversold,
         "lost updates": "?" if r.lost_updates is None else r.lost_updates,
-        "double-sold": r.double_sold,
+        "double-sold": r.double_sold if numbered else "?",
         "errors": r.errors,
     }
-    if r.unknown:
-        columns["unknown"] = r.unknown
     if r.killed:
-        columns["killed"] = r.killed
-        columns["taken by killed"] = r.unknown_consumed
+        columns["killed"] = r.killed  # their sales and the books are in the sentence above
+    if r.unknown > r.killed:
+        columns["vanished"] = r.unknown - r.killed
     for name in columns:
         table.add_column(name, justify="right")
     bad = {"oversold", "lost updates", "double-sold", "errors", "unknown"}
@@ -379,8 +395,7 @@ def render_result(
         return Group(*parts)
     parts.append(
         Text(
-            f"elapsed {r.elapsed_s:.3f} s after the start gun · {r.start_method} · "
-            f"--seed {r.seed} repeats these latency draws",
+            f"elapsed {r.elapsed_s:.3f} s after the start gun · {r.start_method} · seed {r.seed}",
             style="dim",
         )
     )
@@ -477,8 +492,8 @@ def compare_table(stats: Sequence[VariantStats], *, hangs: bool = False) -> Tabl
     table = Table(
         box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0),
         title=f"{runs} run{'s' if runs != 1 else ''} of each variant · raced: runs that "
-        "oversold or lost an update · max: worst oversell · lost: lost updates · dbl: "
-        "double-sold tickets · sold/s: real tickets sold per second · "
+        "oversold or lost an update · max: worst oversell · lost, dbl, err: lost updates, "
+        "double-sold tickets, errors over all runs · sold/s: real tickets sold per second · "
         "hung: runs that stalled · secs: median elapsed",
         title_justify="left", title_style="dim",
     )  # fmt: skip
@@ -555,11 +570,11 @@ def histogram(stats: VariantStats, width: int = 40) -> Text:
 
 def scenario_blurb(scenario: Scenario) -> Text:
     """The scenario's name, shape and what it teaches."""
-    tickets = (
-        "the file's tickets" if scenario.tickets is None else _plural(scenario.tickets, "ticket")
-    )
+    # compare and --repeat always start from a fresh data.json: 1 ticket unless told.
+    tickets = _plural(1 if scenario.tickets is None else scenario.tickets, "ticket")
     head = Text(
-        f"scenario {scenario.name}: {_plural(scenario.buyers, 'buyer')}, {tickets}, "
+        ("" if scenario.name == "flags" else f"scenario {scenario.name}: ")
+        + f"{_plural(scenario.buyers, 'buyer')}, {tickets}, "
         f"latency {scenario.latency}"
         + (f", arrivals {scenario.arrival:g} s apart" if scenario.arrival else "")
         + (", lockstep" if scenario.lockstep else ""),
@@ -623,7 +638,8 @@ def exploration(e: Exploration) -> RenderableType:
                 f"replay it: lab replay {e.variant} --buyers {e.buyers} --tickets {e.tickets} "
                 f'--schedule "{" ".join(shortest.steps)}"',
                 style="dim",
-                overflow="fold",
+                no_wrap=True,
+                overflow="ignore",  # one line, so it can be copied and pasted whole
             )
         )
     elif e.complete:

@@ -199,7 +199,8 @@ def run_page(result: Result) -> str:
     """The report for one run."""
     s = result.scenario
     intro = f"<p>{_esc(s.description)}</p>" if s.description else ""
-    return _page(f"lab: {result.variant} on {s.name}", intro + _run_section(result))
+    title = f"lab: {result.variant}" + ("" if s.name == "flags" else f" on {s.name}")
+    return _page(title, intro + _run_section(result))
 
 
 def compare_page(stats: Sequence[VariantStats], title: str, description: str = "") -> str:

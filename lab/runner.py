@@ -303,8 +303,12 @@ class _Collector:
             self.observer.finished(buyer)
 
     def drain(self) -> None:
-        while self.reader.poll(0):
-            self._handle(self.reader.recv_bytes())
+        # Signals wait until the pipe is drained: a Ctrl-C landing inside
+        # recv_bytes (between a report's header and its body) would leave the
+        # pipe out of step, and the next read would block forever.
+        with _signals_deferred():
+            while self.reader.poll(0):
+                self._handle(self.reader.recv_bytes())
 
     def collect(self, until: Callable[[], bool], stall_timeout: float) -> str | None:
         """Read reports until ``until()``; return a message if no buyer progressed for too long."""
@@ -379,7 +383,15 @@ def _run_locked(
     names = {i: f"buyer {i}" for i in range(n)}
     crashes = crash_plan(scenario, seed)
     specs = [
-        BuyerSpec(i, names[i], latencies[i], n, arrival_s=i * scenario.arrival, crash_at=crashes[i])
+        BuyerSpec(
+            i,
+            names[i],
+            latencies[i],
+            n,
+            arrival_s=i * scenario.arrival,
+            crash_at=crashes[i],
+            seed=seed,
+        )
         for i in range(n)
     ]
     reader, writer = mp.Pipe(duplex=False)

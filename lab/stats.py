@@ -152,8 +152,7 @@ class VariantStats:
         if not n:
             return f"{self.label}: interrupted before any run finished."
         if self.held:
-            text = f"{self.label} held in all {n} finished runs{cut}: {self.why}."
-            return text + (f" ({self.caveat})" if self.caveat else "")
+            return f"{self.label} held in all {n} finished runs{cut}: {self.why}."
         parts = []
         if self.oversold_runs:
             worst = self.max_oversold

@@ -31,7 +31,7 @@ def _show(run: Gated, console: Console) -> None:
     text = run.store.read_text().strip() or "(empty)"
     console.print(Text(f"data.json: {text}", style="bold"))
     for i in range(run.buyers):
-        mark = "  " if i in run.enabled() else "✗ "
+        mark = "→ " if i in run.enabled() else "  "  # → can move now
         console.print(f"  {mark}{run.view(i)}")
 
 

@@ -27,8 +27,8 @@ from lab.model import Receipt, Result
 __all__ = ["Overwrite", "TimelineView", "overwrites"]
 
 LEGEND = (
-    "s search · r read · ═ lock held · · stale wait · W write · ✓ bought · ✗ sold out"
-    " · ! error · † killed"
+    "s search, r read, ═ lock held, · waiting on a stale count, W write, ✓ bought, "
+    "✗ sold out, ! error, † killed"
 )
 
 

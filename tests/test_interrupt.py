@@ -46,7 +46,7 @@ def test_interrupted_compare_reaps_and_says_so(tmp_path: Path) -> None:
         "2",
     ]
     with lab_subprocess(*argv, cwd=tmp_path) as proc:
-        assert "scenario" in read_line(proc)  # the blurb: the first run is starting
+        assert "buyers" in read_line(proc)  # the blurb: the first run is starting
         # Wait until the buyers of the first run exist (children of the lab process).
         deadline = time.monotonic() + 60
         while len(in_session(proc.pid)) < 4 and time.monotonic() < deadline:

@@ -5,8 +5,9 @@ learner's function in every buyer process, exactly as the notes' loop would
 (``Process(target=run, args=(name,))``), but with the lab's start gun, reaping
 and tally around it:
 
-* it is called with the buyer's name, inside the run directory, so a program
-  that opens ``data.json`` by a relative path (the notes' does) works as written;
+* it is called with the notes' buyer name (``用户3`` for buyer 3), inside the
+  run directory, so a program that opens ``data.json`` by a relative path (the
+  notes' does) works as written;
 * a purchase counts when the function returns something truthy, or, with
   ``--success-regex``, when what it printed matches (the notes' program only
   prints 买票成功, so it is judged unchanged);
@@ -14,7 +15,8 @@ and tally around it:
   oversells is caught whatever it claims.
 
 Whether it races is up to your program; the lab only reports what happened.
-Its ``random`` module is seeded per buyer from ``--seed``, so runs repeat.
+Its ``random`` module is seeded per buyer from ``--seed``, so its own sleeps
+repeat. What it prints reaches ``--verbose`` line by line, as it prints it.
 """
 
 from __future__ import annotations
@@ -66,17 +68,34 @@ def load_buyer(spec: str) -> Callable[[str], object]:
     return fn  # type: ignore[no-any-return]
 
 
+class _Lines(io.StringIO):
+    """Stands in for stdout: keeps everything printed, and reports each line as it is
+    completed, so ``--verbose`` shows a print at the moment it happened."""
+
+    def __init__(self, me: Buyer) -> None:
+        super().__init__()
+        self._me = me
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *done, self._partial = self._partial.split("\n")
+        for line in done:
+            self._me.said(line)
+        return super().write(text)
+
+
 def run(me: Buyer, spec: str, pattern: str | None) -> None:
     """Call the learner's function as the notes' loop would, and report what it did."""
     fn = load_buyer(spec)
     os.chdir(me.store.path.parent)  # the notes open r'data.json' relative to the cwd
-    random.seed(me.latency_s)  # repeatable per buyer, from the run's --seed
-    printed = io.StringIO()
+    random.seed(f"{me.seed}:{me.index}")  # the program's own random draws repeat with --seed
+    printed = _Lines(me)
     with contextlib.redirect_stdout(printed):
-        value = fn(me.name)
+        value = fn(f"用户{me.index}")  # the notes call run('用户%s' % i)
     text = printed.getvalue()
-    for line in text.splitlines():
-        me.said(line)
+    if printed._partial:
+        me.said(printed._partial)
     succeeded = re.search(pattern, text) is not None if pattern else bool(value)
     if succeeded:
         me.bought(ticket=None)

@@ -3,11 +3,11 @@
 The fix it applies: only one process ever reads or writes the file, and it
 handles one request at a time, so a read-check-write can never interleave with
 another. This is the notes' next lesson, inter-process communication
-(进程间通信) with ``multiprocessing.Queue``, applied to the ticket grab::
+(进程间通信) through a queue to a single owner, applied to the ticket grab::
 
     buyer 0 ──┐                                    ┌───────────────────────┐
     buyer 1 ──┼─ requests.put((i, "buy")) ───────► │ seller (one process)  │
-      ...     │        multiprocessing.Queue       │  read ticket_num      │
+      ...     │   RequestQueue (one pipe, no lock) │  read ticket_num      │
     buyer N ──┘                                    │  if > 0: write n - 1  │──► data.json
        ▲                                           │  reply ("bought", n)  │
        └──────── replies[i].recv() ◄── Pipe ─────  └───────────────────────┘
@@ -21,6 +21,16 @@ another. This is the notes' next lesson, inter-process communication
   data.json's only owner it reads the file once and keeps the count in memory.
 * Each buyer gets its answer on its own one-way ``Pipe``: the seller answers
   the right buyer without any shared reply channel to lock.
+
+Why not ``multiprocessing.Queue`` itself: a ``Queue`` is a pipe plus a lock
+plus a feeder thread. The feeder writes while holding the lock, and releases
+it a moment after the seller may already have answered. ``--crash`` kills a
+buyer right after an answer, so now and then it killed one whose feeder still
+held the lock: every other buyer's request then waited forever. The requests
+here go through the pipe underneath, without the lock: each request is one
+write of a few dozen bytes, and the kernel makes a pipe write under
+``PIPE_BUF`` (4096) bytes atomic, so many buyers can share it, and a killed
+buyer has either sent a whole request or nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +41,6 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
-from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import Any
 
@@ -46,13 +55,32 @@ __all__ = ["Queued", "ask", "buy", "run", "seller"]
 Request = tuple[int, str]
 Reply = tuple[str, Any]
 
+
+class RequestQueue:
+    """Many buyers put, one seller gets: a ``Queue`` without the lock (see the module doc)."""
+
+    def __init__(self, mp: Any) -> None:
+        self._reader, self._writer = mp.Pipe(duplex=False)
+
+    def put(self, request: Request) -> None:
+        self._writer.send(request)  # one atomic write: no lock to share, none to leave held
+
+    def get(self, timeout: float) -> Request:
+        if not self._reader.poll(timeout):
+            raise queue.Empty
+        request: Request = self._reader.recv()
+        return request
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+
 #: How often an idle seller checks that the runner is still alive.
 _IDLE_POLL_S = 0.2
 
 
-def seller(
-    store: Store, requests: Queue[Request | None], replies: list[Connection], stop: Event
-) -> None:
+def seller(store: Store, requests: RequestQueue, replies: list[Connection], stop: Event) -> None:
     """The single owner of data.json: answer requests one at a time until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -67,8 +95,6 @@ def seller(
         except queue.Empty:
             if stop.is_set() or os.getppid() != runner:
                 return  # the run is over, or the runner died: do not linger
-            continue
-        if request is None:
             continue
         buyer, op = request
         reply: Reply
@@ -90,9 +116,7 @@ def seller(
         replies[buyer].send(reply)
 
 
-def ask(
-    me: Buyer, requests: Queue[Request | None], reply: Connection, op: str, timeout: float
-) -> Reply:
+def ask(me: Buyer, requests: RequestQueue, reply: Connection, op: str, timeout: float) -> Reply:
     """Send one request and wait (bounded) for the seller's answer."""
     requests.put((me.index, op))
     if not reply.poll(timeout):
@@ -103,13 +127,13 @@ def ask(
     return kind, value
 
 
-def search(me: Buyer, requests: Queue[Request | None], reply: Connection, timeout: float) -> None:
+def search(me: Buyer, requests: RequestQueue, reply: Connection, timeout: float) -> None:
     """查票, by asking the seller."""
     _, count = ask(me, requests, reply, "search", timeout)
     me.searched(count)
 
 
-def buy(me: Buyer, requests: Queue[Request | None], reply: Connection, timeout: float) -> None:
+def buy(me: Buyer, requests: RequestQueue, reply: Connection, timeout: float) -> None:
     """买票: wait out the network, then let the seller read-check-write for us."""
     me.network_latency()  # the request is in flight; the seller is busy with others meanwhile
     kind, count = ask(me, requests, reply, "buy", timeout)
@@ -120,7 +144,7 @@ def buy(me: Buyer, requests: Queue[Request | None], reply: Connection, timeout: 
         me.sold_out(count)
 
 
-def run(me: Buyer, requests: Queue[Request | None], timeout: float, reply: Connection) -> None:
+def run(me: Buyer, requests: RequestQueue, timeout: float, reply: Connection) -> None:
     """The notes' ``run(name)``, talking to the seller instead of the file."""
     search(me, requests, reply, timeout)
     buy(me, requests, reply, timeout)
@@ -132,7 +156,7 @@ class Queued:
     #: the write both happen inside the seller during one request: the step it
     #: would label ``read`` already contains the write. Nothing to interleave.
     explorable = False
-    summary = "one seller process owns data.json; buyers send requests over a multiprocessing.Queue"
+    summary = "one seller process owns data.json; buyers send it requests through a queue"
     locks: tuple[str, ...] = ()
     safe = True
     why = (
@@ -149,11 +173,8 @@ class Queued:
                 f"--buyers: the queue variant needs two file descriptors per buyer; "
                 f"this process may open {budget} (raise `ulimit -n`)"
             )
-        requests: Queue[Request | None] = env.mp.Queue()
-        # The parent never puts on the queue: a put would start a feeder thread
-        # that can block forever on the queue's write lock if a buyer was killed
-        # holding it (--crash, Ctrl-C). The seller is stopped by an Event instead.
-        stop = env.mp.Event()
+        requests = RequestQueue(env.mp)
+        stop = env.mp.Event()  # the seller checks it whenever it is idle
         pipes = [env.mp.Pipe(duplex=False) for _ in range(env.buyers)]
         owner = env.mp.Process(
             target=seller,
@@ -177,7 +198,6 @@ class Queued:
                     owner.kill()
                     owner.join(timeout=5)
                 owner.close()
-                requests.cancel_join_thread()
                 requests.close()
                 for recv, send in pipes:
                     recv.close()
