@@ -241,23 +241,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     steppable = sorted(n for n, v in VARIANTS.items() if explorable(v))
+
+    def step_target(p: argparse.ArgumentParser, max_buyers: int, buyers: int | None) -> None:
+        """The variant and the small run that explore, replay and step share."""
+        p.add_argument(
+            "variant", choices=steppable, metavar="VARIANT", help=f"one of: {', '.join(steppable)}"
+        )
+        p.add_argument(
+            "--buyers",
+            default=buyers,
+            type=argtypes.whole(1, max_buyers, f"a whole number of buyers from 1 to {max_buyers}"),
+            help="default: as many as the schedule names" if buyers is None else None,
+        )
+        p.add_argument(
+            "--tickets",
+            default=1,
+            type=argtypes.whole(0, 100, "a whole number of tickets from 0 to 100"),
+        )
+
     e = sub.add_parser(
         "explore",
         help="try every interleaving of the buyers' steps and tally each",
         description="Run the variant's own buyer code one step at a time, in every order "
         "(every schedule for up to 3 buyers, a seeded sample above), and report which fail.",
     )
-    e.add_argument(
-        "variant", choices=steppable, metavar="VARIANT", help=f"one of: {', '.join(steppable)}"
-    )
-    e.add_argument(
-        "--buyers", type=argtypes.whole(1, 12, "a whole number of buyers from 1 to 12"), default=2
-    )
-    e.add_argument(
-        "--tickets",
-        type=argtypes.whole(0, 100, "a whole number of tickets from 0 to 100"),
-        default=1,
-    )
+    step_target(e, 12, 2)
     e.add_argument(
         "--max-schedules",
         type=argtypes.whole(1, 1_000_000, "a whole number, 1 or more"),
@@ -279,24 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one schedule of steps exactly, then tally and draw it. The same schedule "
         "gives the same result every time.",
     )
-    r.add_argument(
-        "variant", choices=steppable, metavar="VARIANT", help=f"one of: {', '.join(steppable)}"
-    )
+    step_target(r, 12, None)
     r.add_argument(
         "--schedule",
         required=True,
         metavar="STEPS",
         help='steps such as "b0.read b1.read b0.write b1.write" (as lab explore prints them)',
-    )
-    r.add_argument(
-        "--buyers",
-        type=argtypes.whole(1, 12, "a whole number of buyers from 1 to 12"),
-        help="default: as many as the schedule names",
-    )
-    r.add_argument(
-        "--tickets",
-        type=argtypes.whole(0, 100, "a whole number of tickets from 0 to 100"),
-        default=1,
     )
     r.add_argument("--json", action="store_true", help="print JSON instead of the report")
 
@@ -306,17 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="An interactive walk-through: at each step pick which buyer moves next, and "
         "watch data.json and each buyer's view. Reads one choice per line from stdin.",
     )
-    st.add_argument(
-        "variant", choices=steppable, metavar="VARIANT", help=f"one of: {', '.join(steppable)}"
-    )
-    st.add_argument(
-        "--buyers", type=argtypes.whole(1, 6, "a whole number of buyers from 1 to 6"), default=2
-    )
-    st.add_argument(
-        "--tickets",
-        type=argtypes.whole(0, 100, "a whole number of tickets from 0 to 100"),
-        default=1,
-    )
+    step_target(st, 6, 2)
 
     s = sub.add_parser(
         "serve",

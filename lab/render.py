@@ -203,6 +203,11 @@ def evidence(result: Result) -> list[str]:
                 "A torn read: the notes' open('w') empties data.json before json.dump refills it, "
                 "and a buyer read it in between."
             )
+            if not r.raced and not r.expected_safe:
+                lines.append(
+                    "To see the oversell itself, widen the window: --latency 0.05-0.2, "
+                    "or force it with --lockstep."
+                )
     if r.killed:
         inside = r.killed_in_critical_section
         lines.append(

@@ -40,11 +40,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-from filelock import Timeout as FileLockTimeout
-
 from lab._buyer import BuyerSpec, buyer_main, decode, to_event
-from lab.errors import DataFileBusy, LabError, StoreCorrupted, UsageError
+from lab.errors import LabError, StoreCorrupted, UsageError
 from lab.model import BuyerEvent, Result, Scenario, receipts_from_events
 from lab.store import Store
 from lab.variants.protocol import MpContext, RunEnv, Stage, Variant
@@ -244,16 +241,7 @@ def run(
     else:
         store = Store(data)
         check_data(data, scenario)
-        # Two runs on one data.json would tally each other's sales: refuse the second.
-        run_lock = FileLock(str(store.path) + ".run.lock", timeout=0)
-        try:
-            run_lock.acquire()
-        except FileLockTimeout:
-            raise DataFileBusy(f"{store.path}: another lab run is using this file") from None
-        except OSError as exc:
-            raise StoreCorrupted(
-                str(store.path), f"cannot be used: {exc.strerror or exc} (its directory)"
-            ) from None
+        run_lock = store.claim()
     try:
         return _run_locked(
             variant,

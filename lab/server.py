@@ -77,12 +77,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from filelock import FileLock
-from filelock import Timeout as FileLockTimeout
 from rich.console import Console
 
 from lab import _argtypes as argtypes
-from lab.errors import DataFileBusy, LabError, StoreCorrupted, UsageError
+from lab.errors import LabError, StoreCorrupted, UsageError
 from lab.model import MAX_LATENCY_S, Latency
 from lab.net import (
     DEFAULT_PORT,
@@ -804,15 +802,7 @@ def serve_command(args: argparse.Namespace, console: Console) -> int:
     config = _config_from_args(args, store)
     if args.tickets is None:
         _check_data(store)  # before the lock, which would create a missing directory
-    # One owner per data.json: a second server, or a `lab run --data` on the same
-    # file, would sell the same tickets without knowing of each other.
-    run_lock = FileLock(str(store.path) + ".run.lock", timeout=0)
-    try:
-        run_lock.acquire()
-    except FileLockTimeout:
-        raise DataFileBusy(f"{store.path}: another lab run or server is using this file") from None
-    except OSError as exc:
-        raise UsageError(f"--data: {store.path}: {exc.strerror or exc}") from None
+    run_lock = store.claim()  # one owner per data.json: a run or a server
     try:
         if args.tickets is not None:
             try:

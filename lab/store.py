@@ -28,7 +28,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.errors import StoreCorrupted
+from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
+
+from lab.errors import DataFileBusy, StoreCorrupted
 
 __all__ = ["MAX_TICKETS", "Store"]
 
@@ -60,6 +63,30 @@ class Store:
     def lock_path(self) -> Path:
         """Where the ``locked`` variant's file lock lives: beside data.json, never inside it."""
         return self.path.with_name(self.path.name + ".lock")
+
+    def claim(self) -> FileLock:
+        """Take ``data.json.run.lock`` for one run or server, or refuse at once.
+
+        Two runs (or a run and a ``lab serve``) on one data.json would sell the
+        same tickets without knowing of each other, and tally each other's sales.
+        The caller releases the returned lock when it is done.
+
+        Raises:
+            DataFileBusy: another run or server holds it.
+            StoreCorrupted: the lock file cannot be created beside data.json.
+        """
+        lock = FileLock(str(self.path) + ".run.lock", timeout=0)
+        try:
+            lock.acquire()
+        except FileLockTimeout:
+            raise DataFileBusy(
+                f"{self.path}: another lab run or server is using this file"
+            ) from None
+        except OSError as exc:
+            raise StoreCorrupted(
+                str(self.path), f"cannot be used: {exc.strerror or exc} (its directory)"
+            ) from None
+        return lock
 
     # -- reading ---------------------------------------------------------------
 
