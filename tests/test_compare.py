@@ -193,46 +193,12 @@ def test_compare_with_crash_has_a_column_of_hangs(
     from lab import runner  # noqa: PLC0415
 
     monkeypatch.setattr(runner, "crash_plan", lambda s, seed: ["acquired"] * s.buyers)
-    code = main(
-        [
-            "compare",
-            "--variants",
-            "locked",
-            "--buyers",
-            "3",
-            "--latency",
-            "0",
-            "--repeat",
-            "1",
-            "--crash",
-            "0.5",
-            "--stall-timeout",
-            "1",
-            "--json",
-        ]
-    )
+    argv = ["compare", "--variants", "locked", "--buyers", "3", "--latency", "0", "--repeat", "1",
+            "--crash", "0.5", "--stall-timeout", "1"]  # fmt: skip
+    code = main([*argv, "--json"])
     data = json.loads(capsys.readouterr().out)
     rows = {row["label"]: row for row in data["variants"]}
     assert code == 0
     assert rows["locked[mp]"]["hangs"] == 1 and rows["locked[file]"]["hangs"] == 0
-    assert (
-        main(
-            [
-                "compare",
-                "--variants",
-                "locked",
-                "--buyers",
-                "3",
-                "--latency",
-                "0",
-                "--repeat",
-                "1",
-                "--crash",
-                "0.5",
-                "--stall-timeout",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert main(argv) == 0
     assert "hung" in capsys.readouterr().out
