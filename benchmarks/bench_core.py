@@ -9,12 +9,17 @@ What it measures (issue 2's targets):
    latency drawn (target: at most 0.5 s).
 3. 1,000 buyers at latency 0 for every variant, against bare fork+join of
    1,000 processes in the same run (target: within 2x).
+4. Where the time goes: the same runs' CPU seconds (runner and buyers) and
+   page faults per process, next to bare fork+join and to "held" fork+join
+   (every process waits at an Event, as buyers wait at the start gun, before
+   any exits): the price of the gun alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,6 +47,58 @@ def bare_fork_join(n: int) -> float:
         p.join()
         p.close()
     return time.perf_counter() - t
+
+
+def _wait(ready: object, gun: object) -> None:
+    ready.release()  # type: ignore[attr-defined]
+    gun.wait(60)  # type: ignore[attr-defined]
+
+
+def held_fork_join(n: int) -> float:
+    """Fork n processes that wait at one Event (as buyers wait at the gun); fire; join."""
+    ctx = multiprocessing.get_context("fork")
+    ready, gun = ctx.Semaphore(0), ctx.Event()
+    t = time.perf_counter()
+    procs = [ctx.Process(target=_wait, args=(ready, gun)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.acquire(timeout=60)
+    gun.set()
+    for p in procs:
+        p.join()
+        p.close()
+    return time.perf_counter() - t
+
+
+def cpu_split(what: str, call: object, n: int) -> str:
+    """One Markdown row: wall, CPU of the runner and of its children, page faults per child."""
+    before = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    call()  # type: ignore[operator]
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = [
+        a - b
+        for a, b in zip(
+            (after[0].ru_utime, after[0].ru_stime),
+            (before[0].ru_utime, before[0].ru_stime),
+            strict=True,
+        )
+    ]
+    kids = [
+        a - b
+        for a, b in zip(
+            (after[1].ru_utime, after[1].ru_stime),
+            (before[1].ru_utime, before[1].ru_stime),
+            strict=True,
+        )
+    ]
+    faults = (after[1].ru_minflt - before[1].ru_minflt) / n
+    return (
+        f"| {what} | {wall:.2f} | {own[0]:.2f} + {own[1]:.2f} | {kids[0]:.2f} + {kids[1]:.2f} "
+        f"| {sum(own) + sum(kids):.2f} | {faults:.0f} |"
+    )
 
 
 def lab_wall(variant: str, n: int, lock: str = "file") -> float:
@@ -122,6 +179,17 @@ def main() -> None:
             flush=True,
         )
     print("\n(target: every ratio <= 2.0, except naive-joined, which is N times slower by design)")
+
+    print(f"\n## 4. Where the time goes ({n} processes, one run each)\n")
+    print("CPU seconds are user + system. Two cores: a wall time near half the total CPU")
+    print("means both were busy.\n")
+    print("| what | wall (s) | runner CPU | buyers' CPU | total CPU | page faults per child |")
+    print("|---|---|---|---|---|---|")
+    print(cpu_split("bare fork+join", lambda: bare_fork_join(n), n), flush=True)
+    print(cpu_split("held at an Event, then joined", lambda: held_fork_join(n), n), flush=True)
+    for name, lock in [("naive", "file"), ("locked", "mp"), ("locked", "file"), ("queue", "file")]:
+        label = name if name != "locked" else f"locked --lock {lock}"
+        print(cpu_split(label, lambda: lab_wall(name, n, lock), n), flush=True)  # noqa: B023
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ class _Recorder:
 
     def send_bytes(self, raw: bytes) -> None:
         with self._lock:
-            self.messages.append(decode(raw))
+            self.messages.extend(decode(raw))
 
 
 def _label(messages: Sequence[tuple[str, int, float, int | None, str]], gate: str | None) -> str:
@@ -217,6 +217,7 @@ class Gated:
         except Exception as exc:  # the buyer's error, as in lab run
             me.failed(exc)
         finally:
+            me.flush()  # its last reports, before the scheduler sees it finished
             with self._cond:
                 self.at[i] = "end"
                 self._cond.notify_all()

@@ -10,8 +10,8 @@ from the variant's mechanism::
     fork N buyers  ───────────────────────►  post "ready" (a semaphore), wait for the gun
     all ready? fire the gun (an Event) ───►  run the variant's program:
     read reports from one pipe  ◄──────────    search, read, bought/sold_out/error
-      (progress, --verbose lines, stall      report "done", exit
-       watchdog, dead-buyer detection)
+      (progress, --verbose lines, stall      (batched; sent before every wait)
+       watchdog, dead-buyer detection)       report "done", exit
     reap every child (finally)
     read data.json once more
     fold reports into Receipts -> Result (tallies are Result properties)
@@ -276,14 +276,14 @@ class _Collector:
         self.lock: str | None = None
 
     def _handle(self, raw: bytes) -> None:
-        kind, buyer, t, count, detail = decode(raw)
         self.last_progress = time.monotonic()
-        if kind == "done":
-            self._finish(buyer)
-        else:
-            event = to_event(kind, buyer, t - (self.t0 or t), count, detail)
-            self.events.append(event)
-            self.observer.event(event)
+        for kind, buyer, t, count, detail in decode(raw):
+            if kind == "done":
+                self._finish(buyer)
+            else:
+                event = to_event(kind, buyer, t - (self.t0 or t), count, detail)
+                self.events.append(event)
+                self.observer.event(event)
 
     def _finish(self, buyer: int) -> None:
         if buyer not in self.done:

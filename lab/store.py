@@ -19,11 +19,11 @@ names the file and the problem.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +39,8 @@ __all__ = ["MAX_TICKETS", "Store"]
 MAX_TICKETS = 1_000_000_000
 #: data.json is a few bytes; refuse to slurp something huge by mistake.
 _MAX_BYTES = 64 * 1024
+#: Numbers this process's temporary files (``.data.json.<pid>-<n>.tmp``).
+_TEMP_SERIAL = itertools.count()
 
 
 class Store:
@@ -47,7 +49,9 @@ class Store:
     def __init__(
         self, path: str | os.PathLike[str], *, step: Callable[[str], None] | None = None
     ) -> None:
-        self.path = Path(path)
+        # A buyer rebuilds its Store after the fork; reusing the Path skips pathlib's
+        # parsing, which in a fresh child means page faults on every object it touches.
+        self.path = path if isinstance(path, Path) else Path(path)
         # Called mid-write ("mid-write") so a buyer can be killed at the worst
         # moment (``--crash``); a no-op unless a buyer installs it.
         self._step = step
@@ -169,11 +173,9 @@ class Store:
 
     def write_atomic(self, count: int) -> None:
         """Replace data.json whole: temp file, fsync, ``os.replace``. Never torn."""
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
+        fd, tmp = self._create_temp()
         try:
-            # mkstemp makes the file 0600; keep data.json's own mode across the replace.
+            # The temp file is made 0600; keep data.json's own mode across the replace.
             os.fchmod(fd, self._mode())
             with os.fdopen(fd, "w", encoding="utf8") as f:
                 f.write(self._encode(count))
@@ -186,6 +188,23 @@ class Store:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def _create_temp(self) -> tuple[int, str]:
+        """A new, private temporary file beside data.json (``O_EXCL``: never someone else's).
+
+        Named by pid and a counter rather than ``tempfile.mkstemp``'s random
+        name: mkstemp seeds a fresh random generator in every new process, and a
+        buyer writes once in its life, inside the lock.
+        """
+        path = os.fspath(self.path)
+        head, name = os.path.split(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        while True:
+            tmp = os.path.join(head, f".{name}.{os.getpid()}-{next(_TEMP_SERIAL)}.tmp")
+            try:
+                return os.open(tmp, flags, 0o600), tmp
+            except FileExistsError:
+                continue  # left by a killed writer that had this pid: take the next name
 
     def _mode(self) -> int:
         try:

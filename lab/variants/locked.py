@@ -112,7 +112,8 @@ def mp_mutex(me: Buyer, kit: LockKit) -> Iterator[None]:
 @contextmanager
 def file_mutex(me: Buyer, kit: LockKit) -> Iterator[None]:
     # Created here, in the buyer: filelock refuses a FileLock object made before the fork.
-    lock = FileLock(str(me.store.lock_path))
+    # thread_local=False: one buyer is one thread, so it needs no threading.local.
+    lock = FileLock(str(me.store.lock_path), thread_local=False)
     me.wants_lock()
     deadline = time.monotonic() + kit.timeout
     attempt = 0

@@ -117,6 +117,7 @@ def buy(me: Buyer, client: Client) -> None:
     ``me.read`` is the count the server read for this purchase. It is reported
     when the reply arrives, i.e. after the server's write.
     """
+    me.flush()  # report the search before the server spends our latency
     result, count = client.buy(latency=me.latency_s, buyer=me.name)
     me.read(count)
     if result == "bought":
