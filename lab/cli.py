@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import heapq
 import json
+import math
 import os
 import signal
 import sys
@@ -333,6 +335,12 @@ def _scenario(args: argparse.Namespace) -> Scenario:
     return dataclasses.replace(base, **overrides)
 
 
+#: --verbose lines wait this long (seconds of the run) before they are printed.
+#: A buyer sends its reports in a batch before each wait, so one buyer's line
+#: can arrive after a later line of another's; held lines print in time order.
+_REORDER_S = 0.25
+
+
 class _Live(Observer):
     """Progress bar and --verbose lines while buyers run."""
 
@@ -348,6 +356,8 @@ class _Live(Observer):
         self.runs_finished = 0
         self.buyers_task: Any = None
         self.runs_task: Any = None
+        self._held: list[tuple[float, int, BuyerEvent]] = []  # a heap, by time
+        self._arrived = 0
 
     def started(self, buyers: int) -> None:
         # Started only now, after the buyers are forked: the bar's refresh thread
@@ -371,6 +381,15 @@ class _Live(Observer):
 
     def event(self, event: BuyerEvent) -> None:
         if self.verbose:
+            heapq.heappush(self._held, (event.t, self._arrived, event))
+            self._arrived += 1
+
+    def tick(self, now: float) -> None:
+        self._print_held(until=now - _REORDER_S)
+
+    def _print_held(self, until: float = math.inf) -> None:
+        while self._held and self._held[0][0] <= until:
+            _, _, event = heapq.heappop(self._held)
             self.console.print(render.event_line(event, self.lang))
 
     def finished(self, buyer: int) -> None:
@@ -384,6 +403,7 @@ class _Live(Observer):
         self.stop()
 
     def stop(self) -> None:
+        self._print_held()  # the run is over: the rest, in time order
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

@@ -83,6 +83,9 @@ class Observer:
     def finished(self, buyer: int) -> None:
         """A buyer is done, one way or another."""
 
+    def tick(self, now: float) -> None:
+        """Called at least every 0.05 s while buyers run (``now``: seconds since the gun)."""
+
 
 def with_seed(scenario: Scenario) -> Scenario:
     """The scenario with a seed: its own, or a fresh random one (reported, so runs repeat)."""
@@ -306,6 +309,7 @@ class _Collector:
             if self.reader.poll(0.05):
                 self.drain()
             now = time.monotonic()
+            self.observer.tick(now - (self.t0 or now))
             if now < next_check:
                 continue
             next_check = now + 0.5

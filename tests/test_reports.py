@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import select
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from lab import _buyer
 from lab._buyer import Buyer, BuyerSpec, decode
+from lab.cli import _Live
+from lab.model import BuyerEvent
 from lab.store import Store
 
 #: Linux's PIPE_BUF; POSIX guarantees at least 512, and the lab keeps below 4096.
@@ -96,3 +100,23 @@ def test_a_real_pipe_carries_a_batch_whole(tmp_path: Path) -> None:
     finally:
         reader.close()
         writer.close()
+
+
+def test_verbose_lines_print_in_time_order_though_batches_arrive_out_of_it() -> None:
+    out = io.StringIO()
+    live = _Live(Console(file=out, width=100), "en", verbose=True, bar=False)
+    # Buyer 1's search batch arrives first; buyer 0's earlier lock turn arrives later.
+    live.event(BuyerEvent(buyer=1, kind="search", t=0.005, count=1))
+    live.event(BuyerEvent(buyer=0, kind="acquired", t=0.003))
+    live.event(BuyerEvent(buyer=0, kind="read", t=0.004, count=1))
+    live.tick(0.1)  # still inside the reorder window: nothing printed yet
+    assert out.getvalue() == ""
+    live.event(BuyerEvent(buyer=0, kind="bought", t=2.0, count=1))
+    live.tick(1.0)  # the first three are old enough; the sale is not
+    assert [line.split("] ")[1] for line in out.getvalue().splitlines()] == [
+        "buyer 0 took the lock",
+        "buyer 0 read ticket_num=1 before buying",
+        "buyer 1 searched: ticket_num=1",
+    ]
+    live.stop()  # the run is over: the rest
+    assert out.getvalue().splitlines()[-1].endswith("buyer 0 bought ticket #1")
