@@ -78,22 +78,10 @@ def cpu_split(what: str, call: object, n: int) -> str:
     call()  # type: ignore[operator]
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    own = [
-        a - b
-        for a, b in zip(
-            (after[0].ru_utime, after[0].ru_stime),
-            (before[0].ru_utime, before[0].ru_stime),
-            strict=True,
-        )
-    ]
-    kids = [
-        a - b
-        for a, b in zip(
-            (after[1].ru_utime, after[1].ru_stime),
-            (before[1].ru_utime, before[1].ru_stime),
-            strict=True,
-        )
-    ]
+    own, kids = (
+        (a.ru_utime - b.ru_utime, a.ru_stime - b.ru_stime)
+        for a, b in zip(after, before, strict=True)
+    )
     faults = (after[1].ru_minflt - before[1].ru_minflt) / n
     return (
         f"| {what} | {wall:.2f} | {own[0]:.2f} + {own[1]:.2f} | {kids[0]:.2f} + {kids[1]:.2f} "
