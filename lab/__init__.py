@@ -1,16 +1,14 @@
 """lab: the ticket-grabbing (抢票) race from the course notes, naive and fixed, side by side.
 
-Layout: ``model`` (the contract: Scenario, BuyerEvent, Receipt, Result with
-derived tallies), ``store`` (the only code touching data.json), ``variants``
-(one module per mechanism, one registry), ``runner`` (start gun, collection,
-reaping), ``render`` (pure rich renderables), ``cli`` (argument parsing).
+Importing ``lab`` is light: the names below are loaded on first use (PEP 562),
+so ``import lab.model`` does not pull in the runner, the variants or the
+server. See docs/architecture.md for the layers.
 """
 
 from __future__ import annotations
 
-from lab.model import BuyerEvent, Latency, Receipt, Result, Scenario
-from lab.runner import run
-from lab.variants import VARIANTS
+import importlib
+from typing import Any
 
 __all__ = [
     "VARIANTS",
@@ -24,3 +22,19 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "VARIANTS": "lab.variants",
+    "BuyerEvent": "lab.model",
+    "Latency": "lab.model",
+    "Receipt": "lab.model",
+    "Result": "lab.model",
+    "Scenario": "lab.model",
+    "run": "lab.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lab' has no attribute {name!r}")

@@ -22,9 +22,9 @@ def whole(low: int, high: int, what: str) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {what}, got {_short(text)}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {what}, got {_short(text)}")
         return value
 
     return parse
@@ -37,10 +37,10 @@ def seconds(low: float, high: float) -> Callable[[str], float]:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected seconds, got {_short(text)}") from None
         if not (math.isfinite(value) and low <= value <= high):
             raise argparse.ArgumentTypeError(
-                f"expected seconds from {low:g} to {high:g}, got {text!r}"
+                f"expected seconds from {low:g} to {high:g}, got {_short(text)}"
             )
         return value
 
@@ -60,7 +60,14 @@ def fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction from 0 to 1, got {_short(text)}"
+        ) from None
     if not (math.isfinite(value) and 0 <= value <= 1):
-        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, got {_short(text)}")
     return value
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """``text`` quoted for an error line, cut so a huge argument stays one short line."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"

@@ -23,14 +23,18 @@ stealing the CPU from the lock holder.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import gc
 import json
 import os
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier, Event, Semaphore
@@ -39,7 +43,109 @@ from typing import Any
 from lab.model import BuyerEvent, EventKind
 from lab.store import Store
 
-__all__ = ["Buyer", "BuyerSpec", "decode", "encode"]
+__all__ = [
+    "Buyer",
+    "BuyerSpec",
+    "child_signals",
+    "decode",
+    "die_with_parent",
+    "encode",
+    "signals_deferred",
+]
+
+#: SIGINT and SIGTERM: what Ctrl-C and ``kill`` send, to one process or a whole group.
+INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM})
+#: ``prctl(PR_SET_PDEATHSIG, sig)`` (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+#: Without PR_SET_PDEATHSIG, a child waiting for its parent checks on it this often.
+PARENT_POLL_S = 0.5
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends (where the platform can).
+
+    The runner forks every child inside this block, so an interrupt cannot land
+    between forking a child and recording it, and the child starts with both
+    signals blocked: it cannot be interrupted before :func:`child_signals` has
+    installed its own handling (an interrupt sent to the whole process group
+    would otherwise raise KeyboardInterrupt in the child, through the handler
+    it inherited, and multiprocessing would print the child's traceback).
+    """
+    can_mask = (
+        hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    )
+    if can_mask:
+        signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+    try:
+        yield
+    finally:
+        if can_mask:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
+
+
+def child_signals() -> None:
+    """A child's signal handling: ignore Ctrl-C, die quietly on SIGTERM; then unblock both.
+
+    The order matters. The child was forked with both signals blocked (see
+    :func:`signals_deferred`) and may already have one pending: one sent to the
+    whole group while the runner was forking. Unblocking first would deliver it
+    to the handler inherited from the parent (Python's KeyboardInterrupt, or the
+    CLI's SIGTERM handler), which raises inside the child and prints a
+    traceback. Installed first, SIG_IGN discards a pending SIGINT and SIG_DFL
+    makes a pending SIGTERM end the child without a word.
+    """
+    # Ctrl-C reaches the whole process group; the runner handles it and reaps us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The CLI turns SIGTERM into an interrupt for itself; a child just dies when reaped.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, or None off Linux. Resolved in the parent (see
+    :func:`prepare_parent_death`), so a fresh child does not pay for the lookup."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+def prepare_parent_death() -> None:
+    """Resolve ``prctl`` before forking (cached), so every child inherits it."""
+    _prctl()
+
+
+def die_with_parent(parent_pid: int | None) -> bool:
+    """Make the kernel SIGKILL this process when its parent dies; True if it will.
+
+    Called first thing in every child the runner starts (buyers, the seller,
+    the run's server). A child killed this way runs nothing more, so it can
+    write nothing after the runner is gone. The parent may already have died
+    between the fork and the ``prctl`` (then no signal will come): if the
+    parent is no longer ``parent_pid``, the child leaves at once, without
+    running any of its own code. ``parent_pid`` None skips that check (a
+    forkserver child's parent is the fork server, not the runner).
+    """
+    prctl = _prctl()
+    armed = False
+    if prctl is not None:
+        armed = prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(0)  # orphaned already: exit without cleanup, flushing or writing
+    return armed
+
+
+def parent_alive(parent_pid: int | None) -> bool:
+    """Whether the process that started this one still is (by pid; None: cannot tell)."""
+    return parent_pid is None or os.getppid() == parent_pid
+
 
 #: One report: kind, buyer index, time (``time.monotonic()``), count, detail.
 Report = tuple[str, int, float, int | None, str]
@@ -130,6 +236,9 @@ class Buyer:
         if self._crash_at == name or (self._crash_at == "mid-write" and name == "torn"):
             where = f"{name}, holding the lock" if self.holding else name
             self._send("crash", None, where)
+            if self.store.temp_in_flight is not None:
+                # Its exact name, so the runner removes this file and nothing else.
+                self._send("temp", None, self.store.temp_in_flight)
             self.flush()
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -241,6 +350,7 @@ def buyer_main(  # noqa: PLR0917 - a Process target receives its args positional
     gun: Event,
     lockstep: Barrier | None,
     gun_timeout: float,
+    parent_pid: int | None = None,
 ) -> None:
     """Entry point of every buyer process: report ready, wait for the gun, run the program.
 
@@ -248,13 +358,14 @@ def buyer_main(  # noqa: PLR0917 - a Process target receives its args positional
     notes. Variants whose buyers only talk over a socket may seat many buyers
     in one process, each on its own thread, so 10,000 buyers need not be
     10,000 processes.
+
+    ``parent_pid`` is the runner's pid (None when the buyer's parent is not
+    the runner, as under forkserver): a buyer never outlives the runner.
     """
-    # The runner forks with SIGINT/SIGTERM held back; take them again here.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    # Ctrl-C reaches the whole process group; the runner handles it and reaps us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The CLI turns SIGTERM into an interrupt for itself; a buyer just dies when reaped.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # First, before anything else runs: die with the runner (SIGKILL from the kernel).
+    armed = die_with_parent(parent_pid)
+    # The runner forks with SIGINT/SIGTERM held back; install ours, then take them again.
+    child_signals()
     # A buyer lives milliseconds; a collection would only copy the parent's pages.
     gc.disable()
     if len(seats) > 1:
@@ -263,7 +374,7 @@ def buyer_main(  # noqa: PLR0917 - a Process target receives its args positional
     buyers = [(Buyer(spec, store, sink, lockstep), args) for spec, args in seats]
     for _ in buyers:
         ready.release()
-    if not gun.wait(gun_timeout):
+    if not _wait_for_gun(gun, gun_timeout, None if armed else parent_pid):
         return  # the runner gave up (or died): leave quietly rather than linger
     if len(buyers) == 1:
         ((me, args),) = buyers
@@ -279,6 +390,26 @@ def buyer_main(  # noqa: PLR0917 - a Process target receives its args positional
     for thread in threads:
         # Bounded: a buyer stuck past every timeout of its own is reaped by the runner.
         thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _wait_for_gun(gun: Event, timeout: float, watch_parent: int | None) -> bool:
+    """Wait for the gun; False if it never came, or the runner died meanwhile.
+
+    With the kernel's parent-death signal armed, the runner's death kills this
+    process outright, so one wait suffices (``watch_parent`` None). Without it
+    (not Linux), the wait is cut into slices and the parent checked between
+    them: 1,000 buyers each waking every ``PARENT_POLL_S`` is the price.
+    """
+    if watch_parent is None:
+        return gun.wait(timeout)
+    deadline = time.monotonic() + timeout
+    while parent_alive(watch_parent):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if gun.wait(min(left, PARENT_POLL_S)):
+            return parent_alive(watch_parent)
+    return False
 
 
 def to_event(kind: str, buyer: int, t: float, count: int | None, detail: str) -> BuyerEvent:

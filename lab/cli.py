@@ -9,6 +9,7 @@ interrupted by SIGINT/SIGTERM).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import heapq
 import json
@@ -27,23 +28,29 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from lab import __version__, render, report_html, scenarios
+from lab import __version__, render, report_html, rundirs, scenarios
 from lab import _argtypes as argtypes
+from lab._paths import check_output_path, read_input_file
 from lab.compare import Case, cases_for, compare
 from lab.errors import LabError, UsageError
 from lab.explore import explorable, explore, parse_schedule, replay
 from lab.model import BuyerEvent, Result, Scenario
+from lab.net import check_token
 from lab.runner import Observer, check_data, run, with_seed
 from lab.stats import VariantStats
 from lab.stepper import step_session
 from lab.store import MAX_TICKETS
 from lab.timeline import TimelineView
 from lab.variants import VARIANTS
+from lab.variants.custom import MAX_BUYER_BYTES, split_spec
 
 __all__ = ["build_parser", "main"]
 
 #: SIGINT / SIGTERM -> the conventional 128 + signal number exit status.
-_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_INTERRUPTED: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
+#: The most buyers one command may start in all: --buyers x --repeat x variants.
+#: Time and the run directories' churn grow with it; 10 buyers x 10,000 runs fit.
+MAX_BUYER_RUNS = 200_000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -289,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one schedule of steps exactly, then tally and draw it. The same schedule "
         "gives the same result every time.",
     )
-    step_target(r, 12, None)
+    step_target(r, _REPLAY_MAX_BUYERS, None)
     r.add_argument(
         "--schedule",
         required=True,
@@ -318,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("variants", help="list the variants, and whether each should hold")
     sub.add_parser("scenarios", help="list the scenario presets and what each teaches")
+    sub.add_parser(
+        "clean",
+        help="remove the run directories runs without --data left in the temporary directory",
+        description=f"Each run without --data keeps its data.json in a lab-* directory in the "
+        f"system's temporary directory; the newest {rundirs.KEEP} are kept anyway. This "
+        "removes every one not in use. Directories holding files the lab did not make are kept.",
+    )
     return parser
 
 
@@ -330,9 +344,39 @@ _SCENARIO_FLAGS = (
 def _scenario(args: argparse.Namespace) -> Scenario:
     base = scenarios.load(args.scenario) if args.scenario else Scenario()
     overrides = {f: getattr(args, f) for f in _SCENARIO_FLAGS if getattr(args, f, None) is not None}
-    if "token" not in overrides and os.environ.get("LAB_TOKEN"):
-        overrides["token"] = os.environ["LAB_TOKEN"]
-    return dataclasses.replace(base, **overrides)
+    if "token" in overrides:
+        check_token(overrides["token"], "--token")
+    elif os.environ.get("LAB_TOKEN"):  # empty counts as unset, as in `lab serve`
+        overrides["token"] = check_token(os.environ["LAB_TOKEN"], "$LAB_TOKEN")
+    scenario = dataclasses.replace(base, **overrides)
+    scenarios.check_bounds(scenario)
+    return scenario
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse every path option that is not a regular file (or a new name in an
+    existing directory) before anything is read, created, backed up or run.
+
+    Only kinds and sizes are checked here; the scenario and the buyer file are
+    read (bounded, never blocking) when they are used.
+    """
+    for option, dest in (("--data", "data"), ("--html", "html"), ("--markdown", "markdown")):
+        path = getattr(args, dest, None)
+        if path is not None:
+            check_output_path(path, option)
+    spec = getattr(args, "buyer_program", None)
+    if spec:
+        file, _ = split_spec(spec)
+        read_input_file(file, "--buyer", MAX_BUYER_BYTES)  # its size, before any run starts
+
+
+def _check_total(buyers: int, runs: int) -> None:
+    """Refuse a command that would start more than MAX_BUYER_RUNS buyers in all."""
+    if buyers * runs > MAX_BUYER_RUNS:
+        raise UsageError(
+            f"--repeat x --buyers: {runs} runs of {buyers} buyers is {buyers * runs} buyers in "
+            f"all; the limit is {MAX_BUYER_RUNS}"
+        )
 
 
 #: --verbose lines wait this long (seconds of the run) before they are printed.
@@ -433,6 +477,7 @@ def _failed_check(result: Result) -> bool:
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+    _check_paths(args)
     scenario = with_seed(_scenario(args))
     variant = VARIANTS[args.variant]
     if args.repeat > 1:
@@ -493,9 +538,11 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _cmd_compare(
     args: argparse.Namespace, console: Console, cases: list[Case] | None = None
 ) -> int:
+    _check_paths(args)
     scenario = with_seed(_scenario(args))
     if cases is None:
         cases = cases_for(args.variants, lock=args.lock, have_buyer=bool(args.buyer_program))
+    _check_total(scenario.buyers, len(cases) * args.repeat)
     if not args.json:
         console.print(render.scenario_blurb(scenario))
     live = _Live(
@@ -554,7 +601,15 @@ def _cmd_explore(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_replay(args: argparse.Namespace, console: Console) -> int:
     steps = parse_schedule(args.schedule)
-    buyers = args.buyers or max(b for b, _, _ in steps) + 1
+    highest = max(b for b, _, _ in steps)
+    if highest >= (args.buyers or _REPLAY_MAX_BUYERS):
+        # Checked here: the buyer count comes from the schedule, and each buyer is a thread.
+        limit = args.buyers or _REPLAY_MAX_BUYERS
+        raise UsageError(
+            f"--schedule: names buyer b{highest}; buyers are b0 to b{limit - 1}"
+            + ("" if args.buyers else f" (at most {_REPLAY_MAX_BUYERS} buyers)")
+        )
+    buyers = args.buyers or highest + 1
     result, done = replay(VARIANTS[args.variant], buyers, args.tickets, args.schedule)
     if args.json:
         payload = {**result.to_json(), "schedule": done}
@@ -563,6 +618,19 @@ def _cmd_replay(args: argparse.Namespace, console: Console) -> int:
     console.print(Text("schedule: " + " ".join(done), style="bold"))
     console.print(render.render_result(result, table=False))
     console.print(TimelineView(result))
+    return 0
+
+
+#: The most buyers ``lab replay`` runs (one thread each, stepped one at a time).
+_REPLAY_MAX_BUYERS = 12
+
+
+def _cmd_clean(console: Console) -> int:
+    removed, kept = rundirs.clean()
+    line = f"removed {removed} run director{'y' if removed == 1 else 'ies'}"
+    if kept:
+        line += f" ({kept} busy or holding files the lab did not make were kept)"
+    console.print(line, markup=False, highlight=False)
     return 0
 
 
@@ -607,9 +675,34 @@ def _report_stats(
             console.print(render.histogram(s))
 
 
+def _one_line(message: str) -> str:
+    """An error message as exactly one printable line.
+
+    Paths and values may hold any character (a newline, an escape sequence,
+    a surrogate from undecodable bytes); they are shown escaped.
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def _tolerate_unencodable(stream: Any) -> None:
+    """Let a path with undecodable bytes (a surrogate) print escaped instead of raising."""
+    reconfigure = getattr(stream, "reconfigure", None)
+    if callable(reconfigure):
+        with contextlib.suppress(ValueError, OSError):  # closed or detached: leave it be
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lab`` command; returns the exit status."""
+    _tolerate_unencodable(sys.stdout)
     console = Console(highlight=False)
+    # SIGTERM takes Ctrl-C's path for the whole command (parsing and rendering too),
+    # so it always ends in one line and 143, never in the default action's silence.
+    with _sigterm_as_interrupt() as seen:
+        return _main(argv, console, seen)
+
+
+def _main(argv: Sequence[str] | None, console: Console, seen: dict[str, int]) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "run":
@@ -625,6 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from lab import server  # noqa: PLC0415
 
+            check_output_path(args.data, "--data")
             with _sigterm_as_interrupt():
                 return server.serve_command(args, console)
         if args.command == "variants":
@@ -633,21 +727,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "scenarios":
             console.print(render.scenarios_table(scenarios.available()))
             return 0
+        if args.command == "clean":
+            return _cmd_clean(console)
         raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover - argparse guards
     except LabError as exc:
-        print(f"lab: error: {exc}", file=sys.stderr)
+        print(f"lab: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         # The machine said no (no space, no permission, too many open files):
         # one line, as for bad input, but not the user's typo (exit 1).
-        print(
-            f"lab: error: {exc.strerror or exc}"
-            + (f": {exc.filename}" if getattr(exc, "filename", None) else ""),
-            file=sys.stderr,
-        )
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"lab: error: {_one_line(f'{exc.strerror or exc}{where}')}", file=sys.stderr)
         return 1
     except SystemExit as exc:  # --help / --version
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         print("lab: interrupted", file=sys.stderr)
-        return 130
+        return _INTERRUPTED.get(seen["signal"], 130)

@@ -33,18 +33,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing
+import os
 import random
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from lab._buyer import Buyer, BuyerSpec, decode, to_event
+from lab._buyer import Buyer, BuyerSpec, decode, signals_deferred, to_event
 from lab.errors import LabError, UsageError
 from lab.model import BuyerEvent, Latency, Result, Scenario, receipts_from_events
 from lab.runner import default_start_method
@@ -180,6 +183,11 @@ class Gated:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # A second Ctrl-C (or a SIGTERM after one) waits until the buyers are stopped.
+        with signals_deferred():
+            self._close()
+
+    def _close(self) -> None:
         # Stop gating: every buyer now runs to its end without pausing, so no
         # thread outlives the run (a schedule error or a quit leaves buyers mid-way).
         with self._cond:
@@ -316,14 +324,55 @@ class Gated:
 
 
 @contextlib.contextmanager
-def scratch_dir() -> Iterator[Path]:
-    """A scratch directory, on tmpfs where there is one (fsync is free there)."""
-    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
-    path = Path(tempfile.mkdtemp(prefix="lab-explore-", dir=base))
+def _terminate_after_cleanup() -> Iterator[None]:
+    """Let SIGTERM unwind (so ``finally`` blocks run) instead of killing on the spot.
+
+    Only where SIGTERM still has its default action (the CLI may have installed
+    its own) and in the main thread. The exit status is the default action's
+    (143): SystemExit, which the CLI returns as the exit status.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
-        yield path
+        yield
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A scratch directory, removed however the block ends (Ctrl-C and SIGTERM included).
+
+    On tmpfs where there is one (fsync is free there), unless ``$TMPDIR`` names
+    the place for temporary files.
+    """
+    base = None
+    if "TMPDIR" not in os.environ and Path("/dev/shm").is_dir():
+        base = "/dev/shm"
+    with _terminate_after_cleanup():
+        path: Path | None = None
+        try:
+            # Deferred: tempfile's first use probes the directory with a file of
+            # its own, which an interrupt landing at the wrong moment would leave
+            # behind. An interrupt held back here is delivered as the block ends,
+            # so the ``try`` is already around it.
+            with signals_deferred():
+                path = Path(tempfile.mkdtemp(prefix="lab-explore-", dir=base))
+            yield path
+        finally:
+            if path is not None:
+                # A second Ctrl-C must not cut the removal short.
+                with signals_deferred():
+                    shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -513,12 +562,24 @@ def explorable(variant: Variant) -> bool:
 
 
 def parse_schedule(text: str) -> list[tuple[int, str, str | None]]:
-    """``"b0.read b1.read(1)"`` -> ``[(0, "read", None), (1, "read", "1")]``."""
+    """``"b0.read b1.read(1)"`` -> ``[(0, "read", None), (1, "read", "1")]``.
+
+    Bounded: at most 1,000 steps of at most 100 characters each, and a buyer
+    number of at most 4 digits (int() of a 5,000-digit number raises, and a
+    huge number would become a huge count of buyers).
+    """
+    max_steps, max_token = 1000, 100
+    if len(text) > max_steps * (max_token + 1):
+        raise UsageError(f"--schedule: longer than {max_steps * (max_token + 1)} characters")
+    tokens = text.replace(",", " ").split()
+    if len(tokens) > max_steps:
+        raise UsageError(f"--schedule: {len(tokens)} steps; the limit is {max_steps}")
     steps = []
-    for n, token in enumerate(text.replace(",", " ").split(), start=1):
-        match = _STEP.match(token)
-        if match is None:
-            raise UsageError(f"--schedule: step {n} {token!r} is not like b0.read or b1.write(0)")
+    for n, token in enumerate(tokens, start=1):
+        match = _STEP.match(token) if len(token) <= max_token else None
+        if match is None or len(match["buyer"]) > 4 or not match["buyer"].isascii():
+            shown = token if len(token) <= max_token else token[:max_token] + "..."
+            raise UsageError(f"--schedule: step {n} {shown!r} is not like b0.read or b1.write(0)")
         steps.append((int(match["buyer"]), match["what"], match["count"]))
     if not steps:
         raise UsageError("--schedule: no steps given")

@@ -23,6 +23,7 @@ This module knows the shapes of messages (:func:`parse_request`,
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import socket
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
-from lab.errors import LabError
+from lab.errors import LabError, UsageError
 from lab.model import MAX_LATENCY_S
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "RequestRefused",
     "ServerUnavailable",
     "check_reply",
+    "check_token",
     "decode",
     "encode",
     "format_address",
@@ -272,6 +274,32 @@ def parse_request(message: Mapping[str, Any]) -> Request:
     return Request(op=op, token=token, latency=latency, buyer=buyer)
 
 
+def check_token(token: str, source: str) -> str:
+    """``token`` if it can be a shared secret; else :class:`UsageError` naming ``source``.
+
+    A usable token is 1 to :data:`MAX_TOKEN_CHARS` printable characters: no
+    NUL, no control characters, no lone surrogates (what ``os.environ`` makes
+    of bytes that are not UTF-8), so it always encodes to the same UTF-8
+    bytes on both sides. The message never repeats the token: it is a secret.
+    """
+    if not isinstance(token, str) or not token:
+        raise UsageError(f"{source}: empty; expected 1 to {MAX_TOKEN_CHARS} characters")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise UsageError(
+            f"{source}: the token has {len(token)} characters; the limit is {MAX_TOKEN_CHARS}"
+        )
+    # isprintable() is False for control characters, NUL, separators other than
+    # the space, and lone surrogates (category Cs): none of them can be typed
+    # reliably or encoded to UTF-8.
+    if not token.isprintable():
+        bad = next(i for i, ch in enumerate(token) if not ch.isprintable())
+        raise UsageError(
+            f"{source}: the token has an unusable character at position {bad + 1} "
+            "(a control character, NUL or a byte that is not UTF-8); use printable text"
+        )
+    return token
+
+
 def _count(reply: Mapping[str, Any], key: str = "count") -> int:
     value = reply.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -306,15 +334,47 @@ def check_reply(reply: Mapping[str, Any], op: Op) -> dict[str, Any]:
     return dict(reply)
 
 
+#: The longest host name DNS allows; also bounds what an error message quotes.
+_MAX_HOST_CHARS = 253
+
+
+def _quote(text: str, limit: int = 60) -> str:
+    """``text`` for a one-line message: repr'd (so newlines and surrogates are escaped), cut."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
 def parse_address(text: str) -> tuple[str, int]:
-    """``"HOST:PORT"`` (``"[::1]:8080"`` for IPv6) as ``(host, port)``; ValueError says why not."""
+    """``"HOST:PORT"`` (``"[::1]:8080"`` for IPv6) as ``(host, port)``; ValueError says why not.
+
+    Any text gets one of the two: the host is checked as far as can be done
+    without a lookup (printable, at most 253 characters, encodable as a DNS
+    name, a valid IPv6 address inside brackets), so a connect fails on the
+    network, never on the text. The message is one short line.
+    """
     host, sep, port_text = text.strip().rpartition(":")
     if not sep or not host:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
+        raise ValueError(f"expected HOST:PORT, got {_quote(text)}")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
         host = host[1:-1]
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"expected a port from 1 to 65535, got {port_text!r}")
+    # isascii: str.isdigit() also accepts "²" and Arabic-Indic digits.
+    if (
+        not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5)
+        or not 1 <= int(port_text) <= 65535
+    ):
+        raise ValueError(f"expected a port from 1 to 65535, got {_quote(port_text, 10)}")
+    if not host or len(host) > _MAX_HOST_CHARS or not host.isprintable() or " " in host:
+        raise ValueError(f"expected a host name or address, got {_quote(host)}")
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"expected an IPv6 address in brackets, got {_quote(host)}") from None
+    else:
+        try:
+            host.encode("idna")  # what the resolver will do with it
+        except UnicodeError:
+            raise ValueError(f"expected a host name or address, got {_quote(host)}") from None
     return host, int(port_text)
 
 
@@ -346,6 +406,9 @@ class Client:
         timeout: float = 10.0,
         connect_timeout: float | None = None,
     ) -> None:
+        if token is not None:
+            # Refused here, before any connection, rather than by every buyer's request.
+            check_token(token, "token (--token or $LAB_TOKEN)")
         self.host = host
         self.port = port
         self.token = token
@@ -364,10 +427,10 @@ class Client:
                 sock = socket.create_connection(
                     (self.host, self.port), timeout=self.connect_timeout
                 )
-            except OSError as exc:
-                raise ServerUnavailable(
-                    f"cannot connect to {self.address}: {exc.strerror or exc}"
-                ) from None
+            except (OSError, UnicodeError, ValueError) as exc:
+                # UnicodeError/ValueError: a host the resolver cannot encode (or a NUL).
+                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ServerUnavailable(f"cannot connect to {self.address}: {detail}") from None
             # A request is one small frame: send it now rather than wait for more (Nagle).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock = sock

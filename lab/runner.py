@@ -27,22 +27,28 @@ import dataclasses
 import gc
 import json
 import multiprocessing
+import os
 import random
-import signal
-import tempfile
-import threading
+import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from lab._buyer import BuyerSpec, buyer_main, decode, to_event
+from lab._buyer import (
+    BuyerSpec,
+    buyer_main,
+    decode,
+    prepare_parent_death,
+    signals_deferred,
+    to_event,
+)
 from lab.errors import LabError, StoreCorrupted, UsageError
 from lab.model import BuyerEvent, Result, Scenario, receipts_from_events
+from lab.rundirs import new_run_dir
 from lab.store import Store
 from lab.variants.protocol import MpContext, RunEnv, Stage, Variant
 
@@ -104,10 +110,15 @@ def draw_latencies(scenario: Scenario, seed: int) -> list[float]:
 def check_data(data: Path, scenario: Scenario) -> None:
     """Refuse a ``--data`` file that cannot be used, before anything is created or touched.
 
+    A ``--connect`` run never touches ``--data`` (the server owns the count),
+    so there is nothing to check.
+
     Raises:
         StoreCorrupted: its directory does not exist, or (when the run keeps the
             file's count, i.e. no ``--tickets``) the file is missing or corrupt.
     """
+    if scenario.connect is not None:
+        return
     store = Store(data)
     if not store.path.parent.is_dir():
         # Checked first: the run's lock file would otherwise create the directory.
@@ -171,7 +182,7 @@ def _reap(procs: list[BaseProcess], *, grace: float) -> None:
     Ctrl-C, or an interrupt during the variant's teardown) has nothing to redo.
     SIGINT and SIGTERM wait until the reaping is done.
     """
-    with _signals_deferred():
+    with signals_deferred():
         deadline = time.monotonic() + grace
         for p in procs:
             p.join(max(0.0, deadline - time.monotonic()))
@@ -189,24 +200,6 @@ def _reap(procs: list[BaseProcess], *, grace: float) -> None:
                 procs.remove(p)
 
 
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM until the block ends (where the platform can), so an
-    interrupt cannot land between forking a child and recording it, or halfway
-    through reaping."""
-    deferred = {signal.SIGINT, signal.SIGTERM}
-    can_mask = (
-        hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    )
-    if can_mask:
-        signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
-    try:
-        yield
-    finally:
-        if can_mask:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, deferred)
-
-
 def run(
     variant: Variant,
     scenario: Scenario,
@@ -220,15 +213,17 @@ def run(
 
     Args:
         data: an existing data.json to use (its count is kept unless the
-            scenario sets ``tickets``); by default a fresh one in a new
-            temporary directory.
+            scenario sets ``tickets``), claimed for the run and its buyers; by
+            default a fresh one in a new run directory (``lab.rundirs``). A
+            ``--connect`` run ignores it: the server owns the count.
         stall_timeout: seconds without any buyer report before the run is
             declared stalled (e.g. a lock holder died); the default allows for
             the longest latency plus generous slack.
 
     Raises:
         StoreCorrupted: the given data.json cannot be read.
-        DataFileBusy: another run is using the same data.json.
+        DataFileBusy: another run (or a buyer of one, orphaned) is using the same data.json.
+        UsageError: an option the variant refuses; nothing has been created.
     """
     observer = observer or Observer()
     method = start_method or default_start_method()
@@ -237,30 +232,72 @@ def run(
     assert scenario.seed is not None
     seed = scenario.seed
     latencies = draw_latencies(scenario, seed)
-
+    # Every refusal known in advance comes first: a refused run creates nothing
+    # (no run directory, no claim file).
+    refuse_early(variant, scenario)
+    kw: dict[str, Any] = {
+        "observer": observer,
+        "mp": mp,
+        "method": method,
+        "seed": seed,
+        "latencies": latencies,
+        "stall_timeout": stall_timeout,
+    }
+    if scenario.connect is not None:
+        # The server owns the count: no local file is read, written, claimed or
+        # created (not --data, not a run directory). The store is a name only;
+        # the report names the server's data file, from its ledger.
+        return _run_locked(variant, scenario, Store(_SERVER_DATA), data=None, **kw)
+    held: _Closable
+    fresh: Path | None = None
     if data is None:
-        store = Store(Path(tempfile.mkdtemp(prefix="lab-")) / "data.json")
-        run_lock = None
+        run_dir = new_run_dir()
+        held, fresh = run_dir, run_dir.path
+        store = Store(run_dir.path / "data.json")
     else:
         store = Store(data)
         check_data(data, scenario)
-        run_lock = store.claim()
+        # Forked buyers inherit the claim: it lasts until the last of them is gone.
+        held = store.claim()
     try:
-        return _run_locked(
-            variant,
-            scenario,
-            store,
-            data=data,
-            observer=observer,
-            mp=mp,
-            method=method,
-            seed=seed,
-            latencies=latencies,
-            stall_timeout=stall_timeout,
-        )
+        return _run_locked(variant, scenario, store, data=data, **kw)
+    except UsageError:
+        if fresh is not None:
+            # A bad option the variant found in its stage, before any buyer or
+            # helper was started: a refused run leaves no directory behind.
+            shutil.rmtree(fresh, ignore_errors=True)
+        raise
     finally:
-        if run_lock is not None:
-            run_lock.release()
+        # Closes this process's descriptor only (never LOCK_UN): buyers that
+        # outlive the runner still hold the claim and the run directory.
+        held.close()
+
+
+#: The name a ``--connect`` run's store carries: never opened, never created.
+_SERVER_DATA = Path("(the server's data file)")
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def refuse_early(variant: Variant, scenario: Scenario) -> None:
+    """Refuse a run that cannot go ahead, before anything is created or started.
+
+    Raises:
+        UsageError: too many buyers for one process each, or the variant's own
+            ``check(scenario)`` refused an option (a bad ``--connect``, too few
+            file descriptors).
+    """
+    many = getattr(variant, "many_buyers_per_process", False)
+    if not many and scenario.buyers > PROCESS_PER_BUYER_MAX:
+        raise UsageError(
+            f"--buyers: {variant.name} runs each buyer in its own process; at most "
+            f"{PROCESS_PER_BUYER_MAX} (server variants seat many buyers per process)"
+        )
+    check = getattr(variant, "check", None)
+    if callable(check):
+        check(scenario)
 
 
 class _Collector:
@@ -277,12 +314,16 @@ class _Collector:
         self.t0: float | None = None
         self.last_progress = time.monotonic()
         self.lock: str | None = None
+        #: temporary files killed writers left (their exact names, from the buyers)
+        self.temps: list[str] = []
 
     def _handle(self, raw: bytes) -> None:
         self.last_progress = time.monotonic()
         for kind, buyer, t, count, detail in decode(raw):
             if kind == "done":
                 self._finish(buyer)
+            elif kind == "temp":
+                self.temps.append(detail)
             else:
                 event = to_event(kind, buyer, t - (self.t0 or t), count, detail)
                 self.events.append(event)
@@ -297,7 +338,7 @@ class _Collector:
         # Signals wait until the pipe is drained: a Ctrl-C landing inside
         # recv_bytes (between a report's header and its body) would leave the
         # pipe out of step, and the next read would block forever.
-        with _signals_deferred():
+        with signals_deferred():
             while self.reader.poll(0):
                 self._handle(self.reader.recv_bytes())
 
@@ -348,10 +389,9 @@ def _run_locked(
 ) -> Result:
     n = scenario.buyers
     if scenario.connect is not None:
-        # The buyers use the external server's data.json; ours is only a placeholder,
-        # and the tally is taken from the server's ledger below.
+        # The buyers use the server's data.json; nothing local exists, and the
+        # tally is taken from the server's ledger below.
         tickets = 0
-        store.reset(0)
     elif data is None or scenario.tickets is not None:
         tickets = scenario.tickets if scenario.tickets is not None else 1
         store.reset(tickets)
@@ -400,6 +440,11 @@ def _run_locked(
     lock_name: str | None = None
     ledger: Any = None
 
+    # A buyer dies with the runner (see buyer_main); under forkserver its parent is
+    # the fork server, which itself exits when the runner does.
+    parent_pid = None if method == "forkserver" else os.getpid()
+    prepare_parent_death()
+
     def fork(stage: Stage, group: list[BuyerSpec], barrier: Any) -> BaseProcess:
         proc: BaseProcess = mp.Process(
             target=buyer_main,
@@ -412,11 +457,12 @@ def _run_locked(
                 gun,
                 barrier,
                 ready_timeout + 30.0,
+                parent_pid,
             ),
             name=f"lab-buyer-{group[0].index}",
             daemon=True,
         )
-        with _signals_deferred():  # the child unblocks them first thing (buyer_main)
+        with signals_deferred():  # the child unblocks them first thing (buyer_main)
             proc.start()
             _untrack(proc)
             box.procs.append(proc)
@@ -482,27 +528,34 @@ def _run_locked(
     finally:
         writer.close()
         reader.close()
+    if box.temps:
+        # Every buyer is reaped: a killed writer's temp file can no longer be renamed.
+        store.remove_temps(box.temps)
 
     if t_end is None:
         t_end = time.monotonic()
     final_text = ""
-    remaining: int | None
+    remaining: int | None = None
     final_problem: str | None = None
-    try:
-        final_text = store.read_text()
-        remaining = store.parse(final_text)
-    except StoreCorrupted as exc:
-        remaining, final_problem = None, exc.problem
-    if scenario.connect is not None:
+    data_path = str(store.path)
+    if scenario.connect is None:
+        try:
+            final_text = store.read_text()
+            remaining = store.parse(final_text)
+        except StoreCorrupted as exc:
+            remaining, final_problem = None, exc.problem
+    elif not isinstance(ledger, dict) or "error" in ledger:
         # Tally against the file the buyers really used: the server's.
-        if ledger is None:
-            remaining, final_problem = None, "the server's ledger could not be read"
-        else:
-            before, after = ledger.get("tickets_before"), ledger.get("remaining")
-            tickets = before if isinstance(before, int) else tickets
-            remaining = after if isinstance(after, int) else None
-            final_problem = ledger.get("problem") if remaining is None else None
-            final_text = "" if remaining is None else json.dumps({"ticket_num": remaining})
+        final_problem = "the server's ledger could not be read"
+        if isinstance(ledger, dict):
+            final_problem += f": {ledger['error']}"
+    else:
+        before, after = ledger.get("tickets_before"), ledger.get("remaining")
+        tickets = before if isinstance(before, int) else tickets
+        remaining = after if isinstance(after, int) else None
+        final_problem = ledger.get("problem") if remaining is None else None
+        final_text = "" if remaining is None else json.dumps({"ticket_num": remaining})
+        data_path = server_data_path(ledger)
 
     return Result(
         variant=variant.name,
@@ -511,7 +564,7 @@ def _run_locked(
         remaining=remaining,
         receipts=receipts_from_events(names, box.events),
         elapsed_s=(t_end - box.t0) if box.t0 is not None else 0.0,
-        data_path=str(store.path),
+        data_path=data_path,
         seed=seed,
         start_method=method,
         expected_safe=variant.safe,
@@ -522,6 +575,19 @@ def _run_locked(
         stalled=stalled,
         ledger=ledger,
     )
+
+
+def server_data_path(ledger: dict[str, Any]) -> str:
+    """The server's data file and mode, as the report names them: never a local file.
+
+    ``data`` is the server's own path for its data.json (its ``stats``);
+    ``mode`` is naive or safe.
+    """
+    where = ledger.get("data")
+    mode = ledger.get("mode")
+    server = ledger.get("server") or "the server"
+    path = where if isinstance(where, str) and where else "the server's data file"
+    return f"{path} (on {server}, mode {mode})" if mode else f"{path} (on {server})"
 
 
 def _await_ready(ready: Any, n: int, procs: list[BaseProcess], timeout: float) -> None:

@@ -9,19 +9,35 @@ naming the field, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from lab._paths import _name, read_input_file
 from lab.errors import ScenarioError
 from lab.model import Latency, Scenario
 from lab.store import MAX_TICKETS
 
-__all__ = ["MAX_BUYERS", "available", "directory", "load", "scenario_from_mapping"]
+__all__ = [
+    "MAX_ARRIVAL_SPAN_S",
+    "MAX_BUYERS",
+    "MAX_SCENARIO_BYTES",
+    "available",
+    "check_bounds",
+    "directory",
+    "load",
+    "scenario_from_mapping",
+]
 
 #: The most buyers a run accepts. Variants that give each buyer its own process
 #: stop at runner.PROCESS_PER_BUYER_MAX; the server variants seat many per process.
 MAX_BUYERS = 20_000
+#: The largest scenario file read: the presets are a few hundred bytes.
+MAX_SCENARIO_BYTES = 64 * 1024
+#: The last buyer starts at most this long after the gun ((buyers - 1) x arrival).
+MAX_ARRIVAL_SPAN_S = 3600.0
 
 
 def directory() -> Path:
@@ -74,7 +90,7 @@ def scenario_from_mapping(name: str, data: dict[str, Any], origin: str) -> Scena
         if "arrival" in data:
             value = data["arrival"]
             is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not is_number or not 0 <= value <= 60:
+            if not is_number or not 0 <= value <= 60:  # NaN fails this too
                 raise ScenarioError(f"arrival must be seconds from 0 to 60, got {value!r}")
             kwargs["arrival"] = float(value)
         if "lockstep" in data:
@@ -91,25 +107,53 @@ def scenario_from_mapping(name: str, data: dict[str, Any], origin: str) -> Scena
 
 
 def load(name_or_path: str) -> Scenario:
-    """Load a preset by name (``notes``) or a TOML file by path."""
+    """Load a preset by name (``notes``) or a TOML file by path.
+
+    A path must be a regular file of at most :data:`MAX_SCENARIO_BYTES`: it is
+    checked before it is opened, and opened without blocking, so a FIFO or a
+    device never hangs the lab and a huge file is never loaded.
+    """
     candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or candidate.is_file() or "/" in name_or_path:
-        path = candidate
-    else:
+    if _PRESET_NAME.match(name_or_path) and not os.path.lexists(candidate):
         path = directory() / f"{name_or_path}.toml"
         if not path.is_file():
             names = ", ".join(sorted(p.stem for p in directory().glob("*.toml")))
             raise ScenarioError(
                 f"--scenario: no scenario named {name_or_path!r} (choose from: {names})"
             )
+    else:
+        path = candidate
+    shown = _name(path)
+    raw = read_input_file(path, "--scenario", MAX_SCENARIO_BYTES)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScenarioError(f"--scenario: {path} does not exist") from None
-    except IsADirectoryError:
-        raise ScenarioError(f"--scenario: {path} is a directory") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"--scenario: cannot read {path}: {exc}") from None
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ScenarioError(f"--scenario {shown}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{path}: not valid TOML ({exc})") from None
-    return scenario_from_mapping(path.stem, data, str(path))
+        raise ScenarioError(f"{shown}: not valid TOML ({exc})") from None
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table.
+        raise ScenarioError(f"{shown}: not valid TOML (nested too deeply)") from None
+    return scenario_from_mapping(_name(path.stem), data, shown)
+
+
+#: A preset's name: anything else (a dot, a slash, an existing file) is a path.
+_PRESET_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+
+
+def check_bounds(scenario: Scenario) -> None:
+    """Refuse a scenario whose combined fields would make a run last for days.
+
+    Each field has its own bound; this is the one that spans fields: buyer i
+    starts i x arrival after the gun, so the last one starts
+    (buyers - 1) x arrival seconds in.
+
+    Raises:
+        ScenarioError: naming the bound.
+    """
+    last_start = (scenario.buyers - 1) * scenario.arrival
+    if last_start > MAX_ARRIVAL_SPAN_S:
+        raise ScenarioError(
+            f"--arrival x --buyers: the last buyer would start {last_start:g} s after the gun; "
+            f"the limit is {MAX_ARRIVAL_SPAN_S:g} s"
+        )

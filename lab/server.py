@@ -44,6 +44,12 @@ Limits, so that bad or hostile input never takes the server down:
 * at ``--max-connections`` the server stops accepting; new connections wait
   in the kernel's listen backlog until a slot frees, so a flood slows buyers
   down but never refuses or loses a request;
+* while every slot is taken and someone waits, a connection open for
+  ``--evict-after`` s is hung up at its next pause, so whoever holds the
+  slots (idle, trickling or chatty clients) cannot shut a newcomer out;
+* nothing a peer sends (any JSON value, number or string, lone surrogates in
+  the token included) escapes a handler as a traceback: it is answered
+  ``bad_request`` / ``unauthorized`` or hung up on;
 * a buy may ask for at most ``--max-latency`` s, so one request cannot hold the
   purchase lock for an hour;
 * with ``--token``, a request without the token is refused and disconnected.
@@ -84,9 +90,9 @@ from lab.errors import LabError, StoreCorrupted, UsageError
 from lab.model import MAX_LATENCY_S, Latency
 from lab.net import (
     DEFAULT_PORT,
-    MAX_TOKEN_CHARS,
     ProtocolError,
     Request,
+    check_token,
     format_address,
     parse_request,
     recv_message,
@@ -133,6 +139,10 @@ _POLL_S = 0.1
 _FRAME_TIMEOUT_S = 10.0
 #: File descriptors kept free for data.json, temp files, logs and the listener.
 _FD_RESERVE = 64
+#: Default of ``--evict-after``: a full house frees a slot for a newcomer after this long.
+DEFAULT_EVICT_AFTER_S = 5.0
+#: Longest message text a refusal carries (a refusal quotes the request's fields).
+_MAX_REFUSAL_CHARS = 300
 #: Connections at which ``lab serve`` stops accepting unless told otherwise.
 DEFAULT_MAX_CONNECTIONS = 1024
 #: accept() errors that mean "out of something, try again later", not "broken".
@@ -172,11 +182,21 @@ class ServerConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     idle_timeout: float = 60.0
     frame_timeout: float = _FRAME_TIMEOUT_S
+    #: while every slot is taken and a connection waits for one: hang up connections
+    #: open at least this long, at their next pause (at once if idle, else after the
+    #: reply they are working on), so a full house cannot shut a newcomer out
+    evict_after: float = DEFAULT_EVICT_AFTER_S
     #: hold the first ``lockstep`` purchases between read and write until all have
     #: read (0: off), so an unprotected purchase races every time, not "usually"
     lockstep: int = 0
     #: how long the lockstep barrier waits for everyone before it breaks
     lockstep_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        # A token that cannot be compared as UTF-8 bytes would fail every request:
+        # refuse it here, where the caller still gets one line, not in a handler.
+        if self.token is not None:
+            check_token(self.token, "token (--token or $LAB_TOKEN)")
 
 
 def lockstep_wait_s(parties: int) -> float:
@@ -188,6 +208,20 @@ class ServerFailed(LabError):
     """Raised by ``lab serve`` when its accept loop died (not bad input: exit status 1)."""
 
     exit_code = 1
+
+
+@dataclass
+class _Conn:
+    """One open connection, as the accept loop and its handler thread see it (under the mutex)."""
+
+    #: time.monotonic() when it was accepted
+    opened: float
+    #: "idle" (waiting for a request, or reading one) or "busy" (handling one)
+    state: str = "idle"
+    #: chosen to make room for a newcomer: hang up at the next pause
+    evict: bool = False
+    #: requests answered on it so far
+    served: int = 0
 
 
 class _Stopping(Exception):
@@ -202,6 +236,7 @@ _COUNTERS = (
     "errors",
     "unauthorized",
     "connections",
+    "evicted",
 )
 
 
@@ -231,8 +266,8 @@ class TicketServer:
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._address: tuple[str, int] | None = None
-        #: open connection -> "idle" (waiting for a request) or "busy" (handling one)
-        self._conns: dict[socket.socket, str] = {}
+        #: every open connection, with its state and age
+        self._conns: dict[socket.socket, _Conn] = {}
         self._threads: set[threading.Thread] = set()
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._peak = 0
@@ -296,8 +331,8 @@ class TicketServer:
             self._stopping.set()
             # Idle handlers are blocked in recv(): SHUT_RD makes it return EOF at once.
             # Busy ones are left alone to answer; they close after replying.
-            for conn, state in self._conns.items():
-                if state == "idle":
+            for conn, info in self._conns.items():
+                if info.state == "idle":
                     with contextlib.suppress(OSError):
                         conn.shutdown(socket.SHUT_RD)
             self._slot_free.notify_all()
@@ -334,16 +369,16 @@ class TicketServer:
         selector.register(listener, selectors.EVENT_READ)
         try:
             while not self._stopping.is_set():
-                with self._slot_free:
-                    # At capacity: leave new connections in the kernel's backlog
-                    # (backpressure) instead of accepting and refusing them.
-                    while (
-                        len(self._conns) >= self.config.max_connections
-                        and not self._stopping.is_set()
-                    ):
-                        self._slot_free.wait(_POLL_S)
-                if self._stopping.is_set() or not selector.select(_POLL_S):
+                if not selector.select(_POLL_S) or self._stopping.is_set():
                     continue
+                with self._slot_free:
+                    if len(self._conns) >= self.config.max_connections:
+                        # At capacity with someone waiting: leave them in the kernel's
+                        # backlog (backpressure) rather than accept and refuse them, and
+                        # make room so that they are served within a bounded time.
+                        self._evict_for_newcomer()
+                        self._slot_free.wait(_POLL_S)
+                        continue
                 self._accept_ready(listener)
         except Exception as exc:  # the listener itself failed: say so, do not die silently
             self.failure = f"{type(exc).__name__}: {exc}"
@@ -351,6 +386,36 @@ class TicketServer:
         finally:
             selector.close()
             self._stopped.set()
+
+    def _evict_for_newcomer(self) -> None:
+        """Pick who makes room for a connection waiting in the backlog. Mutex held.
+
+        Only connections open at least ``evict_after`` s are candidates, so a
+        buyer between its search and its buy is not cut off in a busy run. The
+        oldest idle one is hung up at once (SHUT_RD wakes its handler's recv,
+        as in :meth:`stop`); with none idle, every old busy one that has
+        answered a request before is marked and the first to send its reply
+        frees the slot. One eviction at a time: a
+        waiting crowd does not empty the server in one go.
+        """
+        if any(info.evict for info in self._conns.values()):
+            return  # a slot is already on its way free
+        now = time.monotonic()
+        old = [
+            (info.opened, conn, info)
+            for conn, info in self._conns.items()
+            if now - info.opened >= self.config.evict_after
+        ]
+        idle = [entry for entry in old if entry[2].state == "idle"]
+        # A busy connection on its first request is left alone: a slow first answer
+        # (a lab buyer's search on a loaded server) must not cost it its buy.
+        busy = [entry for entry in old if entry[2].served > 0]
+        chosen = [min(idle, key=lambda entry: entry[0])] if idle else busy
+        for _, conn, info in chosen:
+            info.evict = True
+            if info.state == "idle":
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RD)
 
     def _accept_ready(self, listener: socket.socket) -> None:
         """Accept every connection already waiting, up to the free slots."""
@@ -372,7 +437,7 @@ class TicketServer:
             if self._stopping.is_set():
                 conn.close()
                 return
-            self._conns[conn] = "idle"
+            self._conns[conn] = _Conn(opened=time.monotonic())
             self._counters["connections"] += 1
             self._peak = max(self._peak, len(self._conns))
         self._say(f"connection from {_peer(peer)}")
@@ -394,57 +459,76 @@ class TicketServer:
         with contextlib.suppress(OSError):
             conn.close()
         with self._slot_free:
-            self._conns.pop(conn, None)
+            info = self._conns.pop(conn, None)
+            if info is not None and info.evict:
+                self._counters["evicted"] += 1
             self._threads.discard(thread or threading.current_thread())
             self._slot_free.notify()
 
     # -- one connection ---------------------------------------------------------------
 
     def _serve_connection(self, conn: socket.socket, peer: Any) -> None:
-        """Answer requests on one connection, in order, until it closes or the server stops."""
+        """Answer requests on one connection, in order, until it closes or the server stops.
+
+        Nothing a peer sends may escape this thread as a traceback: every
+        failure below is a reply (``bad_request``, ``unauthorized``, ...) or a
+        hang-up. The last ``except`` is for bugs: it says so and hangs up.
+        """
         try:
-            while True:
-                try:
-                    message = recv_message(
-                        conn,
-                        self.config.frame_timeout,
-                        first_byte_timeout=self.config.idle_timeout,
-                    )
-                except ProtocolError as exc:
-                    # The stream may be out of step (a frame cut short or too long):
-                    # answer once, then hang up rather than guess where the next frame starts.
-                    self._count("errors")
-                    code = "shutting_down" if self._stopping.is_set() else "bad_request"
-                    self._reply(conn, _refusal(code, str(exc)))
-                    return
-                except OSError:  # idle timeout, reset, or shut down by stop()
-                    return
-                if message is None:
-                    return
-                if not self._begin(conn):
-                    self._reply(conn, _refusal("shutting_down", "the server is stopping"))
-                    return
-                try:
-                    reply, keep_open = self._handle(message)
-                finally:
-                    still_serving = self._end(conn)
-                if not self._reply(conn, reply) or not keep_open or not still_serving:
-                    return
+            self._converse(conn)
+        except Exception as exc:
+            self._count("errors")
+            self._say(f"internal error on {_peer(peer)}: {type(exc).__name__}: {exc}")
+            self._reply(conn, _refusal("internal", type(exc).__name__))
         finally:
             self._close(conn, None)
+
+    def _converse(self, conn: socket.socket) -> None:
+        while True:
+            with self._mutex:
+                if self._conns[conn].evict:
+                    return  # chosen to make room for a newcomer, now between requests
+            try:
+                message = recv_message(
+                    conn,
+                    self.config.frame_timeout,
+                    first_byte_timeout=self.config.idle_timeout,
+                )
+            except ProtocolError as exc:
+                # The stream may be out of step (a frame cut short or too long):
+                # answer once, then hang up rather than guess where the next frame starts.
+                self._count("errors")
+                code = "shutting_down" if self._stopping.is_set() else "bad_request"
+                self._reply(conn, _refusal(code, str(exc)))
+                return
+            except OSError:  # idle timeout, reset, or shut down by stop()
+                return
+            if message is None:
+                return
+            if not self._begin(conn):
+                self._reply(conn, _refusal("shutting_down", "the server is stopping"))
+                return
+            try:
+                reply, keep_open = self._handle(message)
+            finally:
+                still_serving = self._end(conn)
+            if not self._reply(conn, reply) or not keep_open or not still_serving:
+                return
 
     def _begin(self, conn: socket.socket) -> bool:
         with self._mutex:
             if self._stopping.is_set():
                 return False
-            self._conns[conn] = "busy"
+            self._conns[conn].state = "busy"
             self._counters["requests"] += 1
             return True
 
     def _end(self, conn: socket.socket) -> bool:
         with self._mutex:
-            self._conns[conn] = "idle"
-            return not self._stopping.is_set()
+            info = self._conns[conn]
+            info.state = "idle"
+            info.served += 1
+            return not self._stopping.is_set() and not info.evict
 
     def _reply(self, conn: socket.socket, reply: dict[str, Any]) -> bool:
         try:
@@ -460,10 +544,10 @@ class TicketServer:
         except ProtocolError as exc:
             self._count("errors")
             return _refusal("bad_request", str(exc)), True
-        if not self._authorized(request):
-            self._count("unauthorized")
-            return _refusal("unauthorized", "missing or wrong token"), False
         try:
+            if not self._authorized(request):
+                self._count("unauthorized")
+                return _refusal("unauthorized", "missing or wrong token"), False
             if request.op == "search":
                 return self._search(request), True
             if request.op == "buy":
@@ -494,7 +578,10 @@ class TicketServer:
         if expected is None:
             return True
         # Constant-time comparison: response timing must not leak the token's prefix.
-        return hmac.compare_digest((request.token or "").encode(), expected.encode())
+        # surrogatepass: a request's token may hold lone surrogates (JSON "\\ud800");
+        # their bytes are not UTF-8, so they never equal a usable token's bytes.
+        given = (request.token or "").encode("utf-8", "surrogatepass")
+        return hmac.compare_digest(given, expected.encode("utf-8"))
 
     # -- the notes' search and buy, server side ------------------------------------------
 
@@ -600,6 +687,8 @@ class TicketServer:
             "ok": True,
             "op": "stats",
             "mode": self.config.mode,
+            # Named in a --connect run's report: the server owns the count, not the client.
+            "data": str(self.store.path),
             "started_with": self._started_with,
             "remaining": remaining,
             "problem": problem,
@@ -629,7 +718,14 @@ def is_loopback(host: str) -> bool:
 
 
 def _refusal(code: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": code, "message": message}
+    """An error reply that can always be sent.
+
+    The message often quotes the request (an unknown key, a bad op), which
+    may hold lone surrogates that UTF-8 cannot encode, or be long: escape the
+    one and cut the other, or the refusal itself would fail to send.
+    """
+    text = message[:_MAX_REFUSAL_CHARS].encode("utf-8", "backslashreplace").decode("utf-8")
+    return {"ok": False, "error": code, "message": text}
 
 
 def _listen(host: str, port: int, max_connections: int) -> socket.socket:
@@ -663,15 +759,19 @@ def _listen(host: str, port: int, max_connections: int) -> socket.socket:
 
 
 def _port(text: str) -> int:
-    if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
+    # isascii: str.isdigit() also accepts "²" and Arabic-Indic digits.
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 5 or int(digits) > 65535:
         raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
     return int(text)
 
 
 def _token_arg(text: str) -> str:
-    if not text or len(text) > MAX_TOKEN_CHARS:
-        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_TOKEN_CHARS} characters")
-    return text
+    try:
+        return check_token(text, "--token")
+    except UsageError as exc:
+        # argparse prefixes "argument --token:" itself.
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--token: ")) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -748,14 +848,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="hang up a connection that sends nothing for this long (default 60)",
     )
     parser.add_argument(
+        "--evict-after",
+        type=argtypes.seconds(0.0, 86_400.0),
+        default=DEFAULT_EVICT_AFTER_S,
+        metavar="SECONDS",
+        help="when every connection slot is taken and another client waits, hang up a "
+        f"connection open this long at its next pause (default {DEFAULT_EVICT_AFTER_S:g})",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="print a line for every search and purchase"
     )
 
 
 def _config_from_args(args: argparse.Namespace, store: Store) -> ServerConfig:
-    token = args.token if args.token is not None else (os.environ.get("LAB_TOKEN") or None)
-    if token is not None and len(token) > MAX_TOKEN_CHARS:
-        raise UsageError(f"LAB_TOKEN: expected at most {MAX_TOKEN_CHARS} characters")
+    token = args.token
+    if token is None:
+        # An empty $LAB_TOKEN means "none", as for `lab run`.
+        token = os.environ.get("LAB_TOKEN") or None
+        if token is not None:
+            check_token(token, "LAB_TOKEN")
     if args.latency.high > args.max_latency:
         raise UsageError(f"--latency: {args.latency} is above --max-latency {args.max_latency:g} s")
     budget = fd_budget()
@@ -779,6 +890,7 @@ def _config_from_args(args: argparse.Namespace, store: Store) -> ServerConfig:
         token=token,
         max_connections=args.max_connections,
         idle_timeout=args.idle_timeout,
+        evict_after=args.evict_after,
         lockstep=args.lockstep,
         lockstep_timeout=lockstep_wait_s(args.lockstep),
     )

@@ -276,4 +276,4 @@ def test_second_run_on_the_same_data_file_is_refused(
         code, _, err = run_cli(
             capsys, "run", "naive", "--buyers", "2", "--latency", "0", "--data", str(data)
         )
-    assert code == 2 and "another lab run or server is using" in err
+    assert code == 2 and "another lab run or server" in err and "is using this file" in err

@@ -142,3 +142,64 @@ def test_bad_buyer_is_one_line(
 def test_custom_without_buyer_says_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "custom", "--buyers", "2"]) == 2
     assert "--buyer FILE.py:FUNC" in capsys.readouterr().err
+
+
+#: Buyer files that misbehave at import; each must be one line and exit 2, never a
+#: traceback, a hang or a dead CLI.
+HOSTILE_IMPORTS = {
+    "sys.exit": "import sys\nsys.exit(3)\n",
+    "SystemExit(None)": "raise SystemExit\n",
+    "BaseException": "raise BaseException('multi\\nline')\n",
+    "GeneratorExit": "raise GeneratorExit\n",
+    "recursion": "def f():\n    return f()\nf()\n",
+    "syntax": "def run(:\n",
+    "nested parens": "x = " + "(" * 5000 + ")" * 5000 + "\n",
+    "prints forever": "while True:\n    print('spam')\n",
+    "reads stdin": "input()\n",
+    "bad __str__": (
+        "class E(Exception):\n    def __str__(self):\n        raise ValueError\nraise E\n"
+    ),
+    "not UTF-8": "x = '\udcff'\n",
+    "NUL byte": "x = 1\0\n",
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("source", list(HOSTILE_IMPORTS.values()), ids=list(HOSTILE_IMPORTS))
+def test_a_buyer_file_misbehaving_at_import_is_one_line(
+    source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    program = tmp_path / "mine.py"
+    program.write_bytes(source.encode("utf-8", "surrogateescape"))
+    code = main(["run", "custom", "--buyer", f"{program}:run", "--buyers", "1", "--latency", "0"])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert err.count("\n") == 1 and "--buyer" in err and "Traceback" not in out + err
+    assert "spam" not in out  # what it printed at import is not the report
+
+
+def test_a_huge_buyer_file_is_refused_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    program = tmp_path / "big.py"
+    program.write_bytes(b"# " + b"x" * (2 << 20) + b"\n")
+    assert main(["run", "custom", "--buyer", f"{program}:run", "--buyers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "the limit is 1048576" in err and err.count("\n") == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "body",
+    ["raise SystemExit(1)", "raise BaseException('x')", "while True:\n        print('spam')"],
+    ids=["sys.exit", "BaseException", "prints forever"],
+)
+def test_a_buyer_function_misbehaving_is_that_buyers_error(
+    body: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    program = tmp_path / "mine.py"
+    program.write_text(f"def run(name):\n    {body}\n")
+    argv = ["run", "custom", "--buyer", f"{program}:run", "--buyers", "2", "--latency", "0"]
+    code = main([*argv, "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["errors"] == 2 and data["sold"] == 0

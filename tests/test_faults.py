@@ -12,6 +12,7 @@ import io
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,11 @@ from hypothesis import strategies as st
 
 from lab import runner
 from lab.cli import main
+from lab.errors import DataFileBusy, UsageError
 from lab.model import Latency, Scenario
 from lab.render import render_result
+from lab.server import ServerConfig, TicketServer
+from lab.store import Store
 from lab.variants import VARIANTS
 from tests.helpers import case_id, safe_cases
 from tests.test_render import text_of
@@ -325,3 +329,48 @@ def test_two_runs_in_different_directories_do_not_touch_each_other(tmp_path: Pat
             "data.json.lock",
             "data.json.run.lock",
         ]
+
+
+# -- --connect, and refused runs ---------------------------------------------------------
+
+
+def test_connect_never_touches_data(tmp_path: Path) -> None:
+    """The server owns the count: --data is neither read, created, claimed nor reset."""
+    theirs = Store(tmp_path / "server" / "data.json")
+    theirs.path.parent.mkdir()
+    theirs.reset(3)
+    mine = tmp_path / "mine" / "data.json"  # its directory does not even exist
+    with TicketServer(ServerConfig(store=theirs, mode="safe")) as server:
+        host, port = server.address
+        scenario = Scenario(buyers=2, latency=Latency(0, 0), seed=1, connect=f"{host}:{port}")
+        runner.check_data(mine, scenario)  # nothing to check: never used
+        result = runner.run(VARIANTS["server"], scenario, data=mine)
+    assert not mine.parent.exists()  # no file, no claim, no lock: nothing local at all
+    assert result.tickets == 3 and result.remaining == 1 and result.sold == 2
+    # The report names the server's file and its mode, not a local placeholder.
+    assert "mode safe" in result.data_path and str(mine) not in result.data_path
+
+
+def test_a_refused_run_creates_nothing(tmp_path: Path) -> None:
+    """Refusals (a bad option, a busy file) come before any directory or lock file exists."""
+    base = Path(tempfile.gettempdir())  # the run directories' home (conftest: inside pytest's)
+    before = sorted(base.iterdir())
+    too_many = Scenario(buyers=runner.PROCESS_PER_BUYER_MAX + 1, tickets=1, latency=Latency(0, 0))
+    with pytest.raises(UsageError, match="at most"):
+        runner.run(VARIANTS["naive"], too_many)
+    with pytest.raises(UsageError, match="--connect"):
+        runner.run(VARIANTS["server"], Scenario(buyers=1, connect="no port here", tickets=None))
+    data = tmp_path / "data.json"
+    with pytest.raises(UsageError, match="at most"):
+        runner.run(VARIANTS["naive"], too_many, data=data)
+    assert sorted(base.iterdir()) == before
+    assert list(tmp_path.iterdir()) == []  # no data.json, no data.json.run.lock
+    data.write_text('{"ticket_num": 2}')
+    claim = Store(data).claim()  # another run holds it
+    try:
+        with pytest.raises(DataFileBusy):
+            runner.run(VARIANTS["naive"], Scenario(buyers=1, latency=Latency(0, 0)), data=data)
+    finally:
+        claim.close()
+    assert sorted(base.iterdir()) == before
+    assert data.read_text() == '{"ticket_num": 2}'

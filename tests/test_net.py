@@ -291,10 +291,27 @@ def test_parse_address(text: str, expected: tuple[str, int]) -> None:
     assert parse_address(format_address(*expected)) == expected
 
 
-@pytest.mark.parametrize("text", ["nohost", ":8080", "h:", "h:0", "h:65536", "h:80a", "h:-1"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("nohost", ":8080", "h:", "h:0", "h:65536", "h:80a", "h:-1"),
+        "h:\u0668\u0660",  # Arabic-Indic digits pass str.isdigit() but are no port
+        "h:" + "1" * 5000,  # over int()'s digit limit
+        "\ud800:80",  # a lone surrogate: the resolver cannot encode it
+        "a\x00b:80",
+        "a\nb:80",
+        "a b:80",
+        "x" * 64 + ".org:80",  # a DNS label over 63 characters
+        "x" * 300 + ":80",
+        "[not-ipv6]:80",
+    ],
+    ids=repr,
+)
 def test_parse_address_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="expected"):
+    with pytest.raises(ValueError, match="expected") as info:
         parse_address(text)
+    # One short line, whatever the text: it ends up as `lab: error: --connect: ...`.
+    assert "\n" not in str(info.value) and len(str(info.value)) < 200
 
 
 def test_client_reports_a_refused_connection() -> None:

@@ -625,6 +625,14 @@ SERVE_BAD_INPUT = [
     (["--lockstep", "5", "--max-connections", "2"], "--lockstep"),
     (["--tickets", "-1"], "--tickets"),
     (["--token", ""], "--token"),
+    (["--token", "two\nlines"], "--token"),
+    (["--token", "\udcff"], "--token"),  # argv bytes that are not UTF-8
+    (["--token", "x" * 257], "--token"),
+    (["--port", "\u0668\u0660"], "--port"),  # Arabic-Indic digits: isdigit(), not a port
+    (["--port", "9" * 5000], "--port"),
+    (["--evict-after", "-1"], "--evict-after"),
+    (["--evict-after", "nan"], "--evict-after"),
+    (["--host", "\ud800"], "--host"),
     (["--idle-timeout", "0"], "--idle-timeout"),
     # A label over 63 characters fails in the IDNA codec, before any DNS lookup.
     (["--host", "x" * 64 + ".invalid"], "--host"),
@@ -657,9 +665,13 @@ def test_lab_serve_needs_a_readable_data_json_or_tickets(
     code = main(["serve", "--port", "0", "--data", str(data)])
     _, err = capsys.readouterr()
     assert code == 2
-    assert err.startswith("lab: error: --data:") and "--tickets" in err
-    assert err.count("\n") == 1
-    assert content is not None or not data.parent.exists()  # a missing dir is not created
+    assert err.startswith("lab: error: --data") and err.count("\n") == 1
+    if content is None:
+        # The CLI's path check names the missing directory (and does not create it).
+        assert "directory does not exist" in err
+        assert not data.parent.exists()
+    else:
+        assert "--tickets" in err  # a bad file: say how to start it afresh
 
 
 def test_lab_serve_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,61 +23,174 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import io
 import os
 import random
 import re
+import signal
 import sys
+import threading
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from lab._buyer import Buyer
+from lab._paths import _name, check_input_file, read_input_file
 from lab.errors import UsageError
+from lab.model import Scenario
 from lab.variants.protocol import RunEnv, Stage
 
-__all__ = ["Custom", "load_buyer", "run"]
+__all__ = ["MAX_BUYER_BYTES", "Custom", "load_buyer", "run", "split_spec"]
 
 
-def load_buyer(spec: str) -> Callable[[str], object]:
-    """Import ``FILE.py:FUNC`` and return the function; a one-line UsageError if it cannot."""
+#: The largest buyer file the lab reads (a learner's program is a few KiB).
+MAX_BUYER_BYTES = 1024 * 1024
+#: What the buyer file may print while it is imported, and what one buyer's
+#: function may print, before it is stopped: printing must not fill memory.
+MAX_PRINTED_CHARS = 1024 * 1024
+#: Seconds the buyer file may take to import before it is stopped.
+IMPORT_TIMEOUT_S = 10.0
+
+
+class _Stopped(BaseException):
+    """Raised inside the learner's code to stop it (it printed too much, or took too long).
+
+    A BaseException so that the learner's own ``except Exception`` cannot swallow it.
+    """
+
+
+def split_spec(spec: str) -> tuple[Path, str]:
+    """``FILE.py:FUNC`` -> (the file, checked to be a regular file, and FUNC).
+
+    Raises:
+        UsageError: not ``FILE.py:FUNC``, or the file is missing or not a regular file.
+    """
     path, sep, func = spec.rpartition(":")
     if not sep or not path or not func:
         raise UsageError(f"--buyer: expected FILE.py:FUNC, got {spec!r}")
-    file = Path(path).expanduser().resolve()
-    if not file.is_file():
-        raise UsageError(f"--buyer: {file} does not exist")
-    name = "lab_custom_" + hashlib.sha1(str(file).encode()).hexdigest()[:12]
+    try:
+        file = Path(path).expanduser().absolute()
+    except (OSError, RuntimeError, ValueError):
+        raise UsageError(f"--buyer: expected FILE.py:FUNC, got {spec!r}") from None
+    check_input_file(file, "--buyer")
+    return file, func
+
+
+def _exec_bounded(code: types.CodeType, module: types.ModuleType) -> None:
+    """Run the module's code with stdin empty, what it prints bounded, and a time limit.
+
+    The time limit (SIGALRM) applies on the main thread only, where signals arrive.
+    """
+    printed = _Bounded()
+    on_main = threading.current_thread() is threading.main_thread()
+    previous: Any = None
+
+    def too_slow(signum: int, frame: object) -> None:
+        raise _Stopped(f"it ran for more than {IMPORT_TIMEOUT_S:g} s")
+
+    if on_main:
+        previous = signal.signal(signal.SIGALRM, too_slow)
+        signal.setitimer(signal.ITIMER_REAL, IMPORT_TIMEOUT_S)
+    try:
+        with (
+            contextlib.redirect_stdout(printed),
+            contextlib.redirect_stderr(printed),
+            _stdin_empty(),
+        ):
+            exec(code, module.__dict__)  # running the learner's buyer is the point
+    finally:
+        if on_main:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+@contextmanager
+def _stdin_empty() -> Iterator[None]:
+    # A file that calls input() at import would otherwise wait for the terminal forever.
+    saved = sys.stdin
+    sys.stdin = io.StringIO("")
+    try:
+        yield
+    finally:
+        sys.stdin = saved
+
+
+def load_buyer(spec: str) -> Callable[[str], object]:
+    """Import ``FILE.py:FUNC`` and return the function; a one-line UsageError if it cannot.
+
+    Whatever the file does at import (raise anything, ``sys.exit()``, recurse,
+    print forever, wait on stdin) is one line naming the file, never a
+    traceback or a hang. Ctrl-C still interrupts.
+    """
+    file, func = split_spec(spec)
+    name = "lab_custom_" + hashlib.sha1(os.fsencode(file)).hexdigest()[:12]
     module = sys.modules.get(name)
+    shown = _name(file)
     if module is None:
-        loader_spec = importlib.util.spec_from_file_location(name, file)
-        if loader_spec is None or loader_spec.loader is None:
-            raise UsageError(f"--buyer: {file} is not a Python file")
-        module = importlib.util.module_from_spec(loader_spec)
-        try:
-            loader_spec.loader.exec_module(module)
-        except Exception as exc:  # anything the learner's file raises at import
-            raise UsageError(
-                f"--buyer: {file} cannot be imported: {type(exc).__name__}: {exc}"
-            ) from None
+        # Read here (bounded, never blocking on a FIFO), not by importlib, which
+        # would open whatever the path is and read all of it.
+        source = read_input_file(file, "--buyer", MAX_BUYER_BYTES)
+        module = types.ModuleType(name)
+        module.__file__ = os.fsdecode(file)
+        # In sys.modules while it runs, as importlib does (dataclasses look it up there).
         sys.modules[name] = module
+        try:
+            code = compile(source, os.fsdecode(file), "exec", dont_inherit=True)
+            _exec_bounded(code, module)
+        except BaseException as exc:
+            sys.modules.pop(name, None)
+            if isinstance(exc, KeyboardInterrupt):
+                raise  # Ctrl-C is the user's, not the file's: the CLI says "interrupted"
+            raise UsageError(f"--buyer: {shown} cannot be imported: {_describe(exc)}") from None
     fn = getattr(module, func, None)
     if not callable(fn):
-        raise UsageError(f"--buyer: {file} has no function {func!r}")
+        raise UsageError(f"--buyer: {shown} has no function {func!r}")
     return fn  # type: ignore[no-any-return]
+
+
+def _describe(exc: BaseException) -> str:
+    """``SystemExit: 3`` -- one line, however long or multi-line the message is."""
+    try:
+        text = str(exc)
+    except Exception:  # a learner's exception whose __str__ itself fails
+        text = ""
+    text = " ".join(text.split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _Bounded(io.StringIO):
+    """Stands in for stdout at import: keeps nothing, and stops a file that prints too much."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chars = 0
+
+    def write(self, text: str) -> int:
+        self._chars += len(text)
+        if self._chars > MAX_PRINTED_CHARS:
+            raise _Stopped(f"it printed more than {MAX_PRINTED_CHARS} characters")
+        return len(text)
 
 
 class _Lines(io.StringIO):
     """Stands in for stdout: keeps everything printed, and reports each line as it is
-    completed, so ``--verbose`` shows a print at the moment it happened."""
+    completed, so ``--verbose`` shows a print at the moment it happened.
+
+    Bounded: past :data:`MAX_PRINTED_CHARS` the function is stopped, so a
+    buyer that prints forever neither fills memory nor keeps the run alive."""
 
     def __init__(self, me: Buyer) -> None:
         super().__init__()
         self._me = me
         self._partial = ""
+        self._chars = 0
 
     def write(self, text: str) -> int:
+        self._chars += len(text)
+        if self._chars > MAX_PRINTED_CHARS:
+            raise _Stopped(f"it printed more than {MAX_PRINTED_CHARS} characters")
         self._partial += text
         *done, self._partial = self._partial.split("\n")
         for line in done:
@@ -91,8 +204,17 @@ def run(me: Buyer, spec: str, pattern: str | None) -> None:
     os.chdir(me.store.path.parent)  # the notes open r'data.json' relative to the cwd
     random.seed(f"{me.seed}:{me.index}")  # the program's own random draws repeat with --seed
     printed = _Lines(me)
-    with contextlib.redirect_stdout(printed):
-        value = fn(f"用户{me.index}")  # the notes call run('用户%s' % i)
+    try:
+        with contextlib.redirect_stdout(printed), _stdin_empty():
+            value = fn(f"用户{me.index}")  # the notes call run('用户%s' % i)
+    except Exception:
+        raise  # the buyer's error, reported as any variant's is
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        # sys.exit() or a bare BaseException in the learner's function: still the
+        # buyer's error (one line in the tally), not a buyer process that dies unreported.
+        raise RuntimeError(f"your buyer raised {_describe(exc)}") from None
     text = printed.getvalue()
     if printed._partial:
         me.said(printed._partial)
@@ -114,16 +236,22 @@ class Custom:
         "it runs your program; the tally from its reports and the final file says whether it holds"
     )
 
-    @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
-        spec = env.scenario.buyer_program
+    def check(self, scenario: Scenario) -> None:
+        """Refuse a missing or broken ``--buyer`` or ``--success-regex`` before the run
+        creates anything (the runner calls this first)."""
+        spec = scenario.buyer_program
         if not spec:
             raise UsageError("custom: give your buyer with --buyer FILE.py:FUNC")
         load_buyer(spec)  # fail here, once, with one line, rather than in every buyer
-        pattern = env.scenario.success_regex
+        pattern = scenario.success_regex
         if pattern is not None:
             try:
                 re.compile(pattern)
-            except re.error as exc:
-                raise UsageError(f"--success-regex: {exc}") from None
-        yield Stage(program=run, shared=(spec, pattern))
+            except (re.error, OverflowError, RecursionError) as exc:
+                # OverflowError: a{99999999999}; RecursionError: thousands of nested groups.
+                raise UsageError(f"--success-regex: {_describe(exc)}") from None
+
+    @contextmanager
+    def stage(self, env: RunEnv) -> Iterator[Stage]:
+        self.check(env.scenario)
+        yield Stage(program=run, shared=(env.scenario.buyer_program, env.scenario.success_regex))

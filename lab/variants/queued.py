@@ -37,15 +37,15 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from lab._buyer import Buyer
+from lab._buyer import Buyer, child_signals, die_with_parent, signals_deferred
 from lab.errors import LabError, UsageError
+from lab.model import Scenario
 from lab.server import fd_budget
 from lab.store import Store
 from lab.variants.protocol import RunEnv, Stage
@@ -80,11 +80,21 @@ class RequestQueue:
 _IDLE_POLL_S = 0.2
 
 
-def seller(store: Store, requests: RequestQueue, replies: list[Connection], stop: Event) -> None:
-    """The single owner of data.json: answer requests one at a time until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C and stops us
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    runner = os.getppid()
+def seller(
+    store: Store,
+    requests: RequestQueue,
+    replies: list[Connection],
+    stop: Event,
+    runner: int | None = None,
+) -> None:
+    """The single owner of data.json: answer requests one at a time until told to stop.
+
+    Killed by the kernel when the runner dies (where the platform can), so it
+    writes nothing after; elsewhere it notices when idle.
+    """
+    die_with_parent(runner)
+    child_signals()  # the runner handles Ctrl-C and stops us; SIGTERM just ends us
+    runner = os.getppid() if runner is None else runner
     # The seller is data.json's only owner, so the count it last wrote is the
     # count in the file: it reads the file once and keeps the count in memory.
     # Every sale is still written through, atomically, before the reply.
@@ -164,25 +174,33 @@ class Queued:
         "taking the next request, so there is nothing to interleave"
     )
 
-    @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
+    def check(self, scenario: Scenario) -> None:
+        """Refuse a run this process cannot open enough pipes for, before anything exists."""
         # Two descriptors per buyer (its reply pipe), inherited by every buyer.
         budget = fd_budget()
-        if 2 * env.buyers + 64 > budget:
+        if 2 * scenario.buyers + 64 > budget:
             raise UsageError(
                 f"--buyers: the queue variant needs two file descriptors per buyer; "
                 f"this process may open {budget} (raise `ulimit -n`)"
             )
+
+    @contextmanager
+    def stage(self, env: RunEnv) -> Iterator[Stage]:
+        self.check(env.scenario)
         requests = RequestQueue(env.mp)
         stop = env.mp.Event()  # the seller checks it whenever it is idle
         pipes = [env.mp.Pipe(duplex=False) for _ in range(env.buyers)]
+        runner = None if env.mp.get_start_method() == "forkserver" else os.getpid()
         owner = env.mp.Process(
             target=seller,
-            args=(env.store, requests, [send for _, send in pipes], stop),
+            args=(env.store, requests, [send for _, send in pipes], stop, runner),
             name="lab-seller",
             daemon=True,
         )
-        owner.start()
+        # Started with SIGINT/SIGTERM held back: the seller installs its own
+        # handling before it can be interrupted (no traceback from a group Ctrl-C).
+        with signals_deferred():
+            owner.start()
         try:
             yield Stage(
                 program=run,

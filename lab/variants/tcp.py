@@ -57,7 +57,6 @@ import contextlib
 import math
 import os
 import secrets
-import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,8 +64,9 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-from lab._buyer import Buyer
+from lab._buyer import Buyer, child_signals, die_with_parent, signals_deferred
 from lab.errors import LabError, UsageError
+from lab.model import Scenario
 from lab.net import Client, format_address, parse_address
 from lab.server import Mode, ServerConfig, TicketServer, fd_budget, lockstep_wait_s
 from lab.variants.protocol import RunEnv, Stage
@@ -187,14 +187,15 @@ def connections_per_process(buyers: int, lockstep: bool) -> int | None:
 # -- the run's own server -------------------------------------------------------------------
 
 
-def server_process(config: ServerConfig, control: Connection) -> None:
+def server_process(config: ServerConfig, control: Connection, runner: int | None = None) -> None:
     """Entry point of the server child: report the port, serve until told to stop.
 
-    Stops when the runner sends ``"stop"``, closes its end of the pipe, or dies.
+    Stops when the runner sends ``"stop"``, closes its end of the pipe, or dies
+    (killed by the kernel with it, where the platform can: it writes nothing after).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C and stops us
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    runner = os.getppid()
+    die_with_parent(runner)
+    child_signals()  # the runner handles Ctrl-C and stops us; SIGTERM just ends us
+    runner = os.getppid() if runner is None else runner
     config = replace(config, max_connections=min(config.max_connections, fd_budget()))
     server = TicketServer(config)
     try:
@@ -239,10 +240,14 @@ def _own_server(env: RunEnv, mode: Mode, token: str) -> Iterator[tuple[str, int]
         lockstep_timeout=lockstep_wait_s(n) + n * float(getattr(env.scenario, "arrival", 0.0)),
     )
     ours, theirs = env.mp.Pipe()
+    runner = None if env.mp.get_start_method() == "forkserver" else os.getpid()
     proc = env.mp.Process(
-        target=server_process, args=(config, theirs), name="lab-server", daemon=True
+        target=server_process, args=(config, theirs, runner), name="lab-server", daemon=True
     )
-    proc.start()
+    # Started with SIGINT/SIGTERM held back: the child installs its own handling
+    # before it can be interrupted (no traceback from a group-wide Ctrl-C).
+    with signals_deferred():
+        proc.start()
     theirs.close()  # our copy: only the child's end must keep the pipe open
     try:
         if not ours.poll(_START_TIMEOUT_S):
@@ -280,6 +285,8 @@ def _ledger(
         "server": server,
         "external": external,
         "mode": after.get("mode"),
+        # The server's own data file (its stats' "data"): the run has no local one.
+        "data": after.get("data"),
         "tickets_before": before.get("remaining"),
         "remaining": after.get("remaining"),
         "problem": after.get("problem"),
@@ -313,6 +320,18 @@ class _ServerVariant:
     #: between the server's handler threads, which it cannot pause: it would
     #: see each purchase complete alone and wrongly call server-naive safe.
     explorable = False
+
+    #: buyers share nothing but a socket, so many sit in one process (the runner's
+    #: one-process-per-buyer limit does not apply)
+    many_buyers_per_process = True
+
+    def check(self, scenario: Scenario) -> None:
+        """Refuse a bad ``--connect`` before the runner creates anything."""
+        if scenario.connect is not None:
+            try:
+                parse_address(scenario.connect)
+            except ValueError as exc:
+                raise UsageError(f"--connect: {exc}") from None
 
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage]:
