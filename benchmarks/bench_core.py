@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab.model import Latency, Scenario
-from lab.runner import draw_latencies, run
+from lab.core.model import Latency, Scenario
+from lab.harness.runner import draw_latencies, run
 from lab.variants import VARIANTS
 
 

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab.model import Latency, Scenario
-from lab.runner import run
+from lab.core.model import Latency, Scenario
+from lab.harness.runner import run
 from lab.variants import VARIANTS
 
 STALL_S = 1.0

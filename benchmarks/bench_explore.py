@@ -6,7 +6,7 @@ Run: ``.venv/bin/python benchmarks/bench_explore.py``.
 
 from __future__ import annotations
 
-from lab.explore import explore
+from lab.harness.explore import explore
 from lab.variants import VARIANTS
 
 CASES = [

@@ -24,8 +24,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.model import Latency, Scenario
-from lab.runner import run
+from lab.core.model import Latency, Scenario
+from lab.harness.runner import run
 from lab.variants import VARIANTS, locked
 
 Poll = Callable[[int, float, int, int], float]

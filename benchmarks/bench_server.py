@@ -11,7 +11,7 @@ What it measures (issue 3's targets):
    the same atomic write the ``server`` variant uses (``Store.write_atomic``:
    temp file, fsync, ``os.replace``). That last one is "the same design,
    persisting every sale": the ceiling ``server`` is compared with.
-2. The ``server`` sale rate: ``lab.server.TicketServer`` in safe mode, the
+2. The ``server`` sale rate: ``lab.net.server.TicketServer`` in safe mode, the
    same 8 client processes buying over persistent connections.
    Target: at least half the persisting ceiling.
 3. 1,000 concurrent connections: 1,000 sockets open at once (the server's
@@ -42,11 +42,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from lab.model import Latency, Scenario
-from lab.net import HEADER, Client, decode, encode, recv_message, send_message
-from lab.runner import run
-from lab.server import ServerConfig, TicketServer
-from lab.store import Store
+from lab.core.model import Latency, Scenario
+from lab.harness.runner import run
+from lab.net.server import ServerConfig, TicketServer
+from lab.net.wire import HEADER, Client, decode, encode, recv_message, send_message
+from lab.stores.jsonfile import Store
 from lab.variants import VARIANTS
 from lab.variants.tcp import buyers_per_process
 

@@ -1,7 +1,7 @@
 """lab: the ticket-grabbing (抢票) race from the course notes, naive and fixed, side by side.
 
 Importing ``lab`` is light: the names below are loaded on first use (PEP 562),
-so ``import lab.model`` does not pull in the runner, the variants or the
+so ``import lab.core.model`` does not pull in the runner, the variants or the
 server. See docs/architecture.md for the layers.
 """
 
@@ -25,12 +25,12 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "VARIANTS": "lab.variants",
-    "BuyerEvent": "lab.model",
-    "Latency": "lab.model",
-    "Receipt": "lab.model",
-    "Result": "lab.model",
-    "Scenario": "lab.model",
-    "run": "lab.runner",
+    "BuyerEvent": "lab.core.model",
+    "Latency": "lab.core.model",
+    "Receipt": "lab.core.model",
+    "Result": "lab.core.model",
+    "Scenario": "lab.core.model",
+    "run": "lab.harness.runner",
 }
 
 

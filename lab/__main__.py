@@ -23,7 +23,7 @@ def entry() -> int:
     """Run the CLI; the console script ``lab`` calls this."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        from lab.cli import main  # noqa: PLC0415 - imported after the handlers, on purpose
+        from lab.ui.cli import main  # noqa: PLC0415 - imported after the handlers, on purpose
     except KeyboardInterrupt:
         print("lab: interrupted", file=sys.stderr)
         return 130

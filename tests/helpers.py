@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lab.model import Latency, Result, Scenario
-from lab.runner import run
+from lab.core.model import Latency, Result, Scenario
+from lab.harness.runner import run
 from lab.variants import VARIANTS
 
 ZERO = Latency(0.0, 0.0)

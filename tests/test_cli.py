@@ -9,7 +9,7 @@ import pytest
 from filelock import FileLock
 
 from lab import __version__
-from lab.cli import main
+from lab.ui.cli import main
 from lab.variants import VARIANTS
 
 JSON_KEYS = {

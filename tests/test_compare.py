@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import scenarios
-from lab.cli import main
-from lab.compare import cases_for, compare
-from lab.model import Latency, Scenario
+from lab.core import scenarios
+from lab.core.model import Latency, Scenario
+from lab.harness.compare import cases_for, compare
+from lab.ui.cli import main
 from lab.variants import VARIANTS
 from lab.variants.naive import Naive
 from lab.variants.protocol import RunEnv, Stage
@@ -190,7 +190,7 @@ def test_compare_with_crash_has_a_column_of_hangs(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A dead multiprocessing.Lock holder hangs the run; the file lock's does not."""
-    from lab import runner  # noqa: PLC0415
+    from lab.harness import runner  # noqa: PLC0415
 
     monkeypatch.setattr(runner, "crash_plan", lambda s, seed: ["acquired"] * s.buyers)
     argv = ["compare", "--variants", "locked", "--buyers", "3", "--latency", "0", "--repeat", "1",

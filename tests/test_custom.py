@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lab.cli import main
+from lab.ui.cli import main
 
 # Section 8 of the notes, verbatim apart from a shorter sleep: the read happens
 # before the sleep, every buyer reads within milliseconds of the start gun, and

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.cli import main
-from lab.errors import UsageError
-from lab.explore import ScheduleError, explore, parse_schedule, replay
-from lab.timeline import TimelineView
+from lab.core.errors import UsageError
+from lab.harness.explore import ScheduleError, explore, parse_schedule, replay
+from lab.ui.cli import main
+from lab.ui.timeline import TimelineView
 from lab.variants import VARIANTS, locked
 from tests.helpers import run_variant
 from tests.test_render import text_of

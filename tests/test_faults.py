@@ -19,13 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab import runner
-from lab.cli import main
-from lab.errors import DataFileBusy, UsageError
-from lab.model import Latency, Scenario
-from lab.render import render_result
-from lab.server import ServerConfig, TicketServer
-from lab.store import Store
+from lab.core.errors import DataFileBusy, UsageError
+from lab.core.model import Latency, Scenario
+from lab.harness import runner
+from lab.net.server import ServerConfig, TicketServer
+from lab.stores.jsonfile import Store
+from lab.ui.cli import main
+from lab.ui.render import render_result
 from lab.variants import VARIANTS
 from tests.helpers import case_id, safe_cases
 from tests.test_render import text_of

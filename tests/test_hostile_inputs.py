@@ -2,7 +2,7 @@
 one line on stderr with exit 2 (1 for the machine saying no) -- never a traceback,
 a hang, unbounded memory, or files the lab did not say it would write.
 
-Generated inputs call ``lab.cli.main`` in-process. So that a generated command
+Generated inputs call ``lab.ui.cli.main`` in-process. So that a generated command
 that happens to be valid cannot start a long run, :func:`sandbox` caps what
 actually runs (after every refusal was checked on the real values): at most 3
 buyers, no latency, no arrival gaps, one run per row, two rows, three explored
@@ -29,13 +29,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import lab.cli
-import lab.compare
-import lab.explore
-import lab.runner
-import lab.server
-from lab.cli import build_parser, main
-from lab.model import Latency, Scenario
+import lab.harness.compare
+import lab.harness.explore
+import lab.harness.runner
+import lab.net.server
+import lab.ui.cli
+from lab.core.model import Latency, Scenario
+from lab.ui.cli import build_parser, main
 from lab.variants.protocol import Variant
 
 ZERO = Latency(0.0, 0.0)
@@ -62,33 +62,33 @@ PATH_OPTIONS = {"--data", "--html", "--markdown", "--scenario", "--buyer"}
 @pytest.fixture
 def sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
     """Cap what a generated command may actually run (see the module docstring)."""
-    real_run = lab.runner.run
+    real_run = lab.harness.runner.run
 
     def small_run(variant: Variant, scenario: Scenario, **kw: Any) -> Any:
-        lab.runner.refuse_early(variant, scenario)  # the real refusals, on the real values
+        lab.harness.runner.refuse_early(variant, scenario)  # the real refusals, on the real values
         small = dataclasses.replace(
             scenario, buyers=min(scenario.buyers, 3), latency=ZERO, arrival=0.0
         )
         kw["stall_timeout"] = min(kw.get("stall_timeout") or 20.0, 20.0)
         return real_run(variant, small, **kw)
 
-    real_compare = lab.compare.compare
+    real_compare = lab.harness.compare.compare
 
     def small_compare(cases: Sequence[Any], scenario: Scenario, repeat: int, **kw: Any) -> Any:
         return real_compare(list(cases)[:2], scenario, min(repeat, 1), **kw)
 
-    real_explore = lab.explore.explore
+    real_explore = lab.harness.explore.explore
 
     def small_explore(*args: Any, **kw: Any) -> Any:
         kw["max_schedules"] = min(kw.get("max_schedules", 3), 3)
         return real_explore(*args, **kw)
 
-    monkeypatch.setattr(lab.cli, "run", small_run)
-    monkeypatch.setattr(lab.compare, "run", small_run)
-    monkeypatch.setattr(lab.cli, "compare", small_compare)
-    monkeypatch.setattr(lab.cli, "explore", small_explore)
+    monkeypatch.setattr(lab.ui.cli, "run", small_run)
+    monkeypatch.setattr(lab.harness.compare, "run", small_run)
+    monkeypatch.setattr(lab.ui.cli, "compare", small_compare)
+    monkeypatch.setattr(lab.ui.cli, "explore", small_explore)
     # The server answers nothing: it stops as soon as it has started listening.
-    monkeypatch.setattr(lab.server.TicketServer, "wait", lambda self, timeout=None: True)
+    monkeypatch.setattr(lab.net.server.TicketServer, "wait", lambda self, timeout=None: True)
     # `lab step` reads its choices from stdin: give it end-of-file.
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     monkeypatch.delenv("LAB_TOKEN", raising=False)
@@ -582,7 +582,7 @@ def test_a_path_that_is_not_a_regular_file_is_refused(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(lab.server.TicketServer, "wait", lambda self, timeout=None: True)
+    monkeypatch.setattr(lab.net.server.TicketServer, "wait", lambda self, timeout=None: True)
     target = tmp_path / "thing.py" if option == "--buyer" else tmp_path / "thing"
     KINDS[kind](target)
     before = sorted(os.listdir(tmp_path))

@@ -2,7 +2,7 @@
 
 A SIGKILLed runner runs no cleanup, so only the kernel can end its children:
 every child the runner starts asks for SIGKILL when its parent dies
-(``prctl(PR_SET_PDEATHSIG)``, see ``lab._buyer.die_with_parent``). These
+(``prctl(PR_SET_PDEATHSIG)``, see ``lab.buyer.die_with_parent``). These
 tests kill a real ``python -m lab run`` at seeded random moments (imports,
 fork phase, at the gun, mid-run) and then look for anything of it left.
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.errors import DataFileBusy
-from lab.store import Store
+from lab.core.errors import DataFileBusy
+from lab.stores.jsonfile import Store
 from tests.helpers import in_session
 
 #: Runs per chunk, and chunks (separate tests, so xdist can spread them over cores).

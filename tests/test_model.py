@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lab.model import BuyerEvent, Latency, Receipt, Result, Scenario, receipts_from_events
-from lab.render import format_buyers
+from lab.core.model import BuyerEvent, Latency, Receipt, Result, Scenario, receipts_from_events
+from lab.ui.render import format_buyers
 
 
 def _result(

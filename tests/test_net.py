@@ -1,4 +1,4 @@
-"""Framing and message validation (lab.net), over socketpairs: no server, no ports."""
+"""Framing and message validation (lab.net.wire), over socketpairs: no server, no ports."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.errors import LabError
-from lab.net import (
+from lab.core.errors import LabError
+from lab.net.wire import (
     HEADER,
     MAX_MESSAGE_BYTES,
     Client,

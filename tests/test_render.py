@@ -9,8 +9,8 @@ from typing import get_args
 import pytest
 from rich.console import Console
 
-from lab.model import BuyerEvent, EventKind
-from lab.render import Lang, event_line, render_result, variants_table
+from lab.core.model import BuyerEvent, EventKind
+from lab.ui.render import Lang, event_line, render_result, variants_table
 from lab.variants import VARIANTS
 from tests.helpers import run_variant
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lab import _buyer
-from lab._buyer import Buyer, BuyerSpec, decode
-from lab.cli import _Live
-from lab.model import BuyerEvent
-from lab.store import Store
+from lab import buyer as _buyer
+from lab.buyer import Buyer, BuyerSpec, decode
+from lab.core.model import BuyerEvent
+from lab.stores.jsonfile import Store
+from lab.ui.cli import _Live
 
 #: Linux's PIPE_BUF; POSIX guarantees at least 512, and the lab keeps below 4096.
 PIPE_BUF = 4096

@@ -1,4 +1,4 @@
-"""The TCP ticket server (lab.server), its variants (lab.variants.tcp) and ``lab serve``.
+"""The TCP ticket server (lab.net.server), its variants (lab.variants.tcp) and ``lab serve``.
 
 Servers run on 127.0.0.1 port 0 with their data.json in the test's tmp_path,
 so tests are independent under ``pytest -n auto``. In-process servers run on
@@ -27,11 +27,11 @@ from typing import Any
 
 import pytest
 
-from lab import server as server_module
-from lab.cli import main
-from lab.errors import StoreCorrupted, UsageError
-from lab.model import Latency
-from lab.net import (
+from lab.core.errors import StoreCorrupted, UsageError
+from lab.core.model import Latency
+from lab.net import server as server_module
+from lab.net.server import ServerConfig, TicketServer, is_loopback
+from lab.net.wire import (
     MAX_MESSAGE_BYTES,
     Client,
     RequestRefused,
@@ -39,8 +39,8 @@ from lab.net import (
     encode,
     recv_message,
 )
-from lab.server import ServerConfig, TicketServer, is_loopback
-from lab.store import Store
+from lab.stores.jsonfile import Store
+from lab.ui.cli import main
 from lab.variants import tcp
 from tests.helpers import (
     assert_session_empty,

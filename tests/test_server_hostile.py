@@ -26,9 +26,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lab.cli import main
-from lab.errors import LabError, UsageError
-from lab.net import (
+from lab.core.errors import LabError, UsageError
+from lab.net.server import ServerConfig, TicketServer
+from lab.net.wire import (
     MAX_MESSAGE_BYTES,
     MAX_TOKEN_CHARS,
     Client,
@@ -37,8 +37,8 @@ from lab.net import (
     parse_address,
     recv_message,
 )
-from lab.server import ServerConfig, TicketServer
-from lab.store import Store
+from lab.stores.jsonfile import Store
+from lab.ui.cli import main
 
 #: Bound on every socket operation and on every wait below; never an assertion about speed.
 TIMEOUT = 10.0

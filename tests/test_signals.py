@@ -96,8 +96,8 @@ def wait_for(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes]
 
 
 def importing(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
-    """The lab's modules are being imported: ctypes' extension is mapped (``lab._buyer``
-    imports it, after rich and before the rest of ``lab.cli``), so Python's own
+    """The lab's modules are being imported: ctypes' extension is mapped (``lab.buyer``
+    imports it, after rich and before the rest of ``lab.ui.cli``), so Python's own
     signal handling is in place and the command has not started yet."""
 
     def ready() -> bool:

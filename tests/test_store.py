@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.errors import StoreCorrupted
-from lab.store import MAX_TICKETS, Store
+from lab.core.errors import StoreCorrupted
+from lab.stores.jsonfile import MAX_TICKETS, Store
 
 BAD_FILES = {
     "empty": (b"", "is empty"),

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lab import rundirs
-from lab.errors import DataFileBusy, StoreCorrupted
-from lab.store import Store
+from lab.core.errors import DataFileBusy, StoreCorrupted
+from lab.stores import rundirs
+from lab.stores.jsonfile import Store
 
 
 def _fifo(path: Path) -> None:

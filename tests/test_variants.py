@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import lab.variants
-from lab.model import Latency, Scenario
-from lab.runner import draw_latencies, run
+from lab.core.model import Latency, Scenario
+from lab.harness.runner import draw_latencies, run
 from lab.variants import VARIANTS, locked
 from tests.helpers import case_id, run_variant, safe_cases
 

@@ -36,10 +36,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lab._buyer import Buyer
-from lab._paths import _name, check_input_file, read_input_file
-from lab.errors import UsageError
-from lab.model import Scenario
+from lab.buyer import Buyer
+from lab.core.errors import UsageError
+from lab.core.model import Scenario
+from lab.core.paths import _name, check_input_file, read_input_file
 from lab.variants.protocol import RunEnv, Stage
 
 __all__ = ["MAX_BUYER_BYTES", "Custom", "load_buyer", "run", "split_spec"]

@@ -32,7 +32,7 @@ from multiprocessing.synchronize import Lock as MpLock
 
 from filelock import FileLock, Timeout
 
-from lab._buyer import Buyer
+from lab.buyer import Buyer
 from lab.variants.naive import search
 from lab.variants.protocol import RunEnv, Stage
 

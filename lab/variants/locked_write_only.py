@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lab._buyer import Buyer
+from lab.buyer import Buyer
 from lab.variants.locked import LockKit, file_mutex, lock_kit
 from lab.variants.naive import search
 from lab.variants.protocol import RunEnv, Stage

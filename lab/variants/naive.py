@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lab._buyer import Buyer
+from lab.buyer import Buyer
 from lab.variants.protocol import RunEnv, Stage
 
 __all__ = ["Naive", "buy", "run", "search"]

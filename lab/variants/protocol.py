@@ -13,8 +13,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lab.model import Scenario
-from lab.store import Store
+from lab.core.model import Scenario
+from lab.stores.jsonfile import Store
 
 __all__ = ["MpContext", "RunEnv", "Stage", "Variant"]
 

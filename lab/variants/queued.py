@@ -43,11 +43,11 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from lab._buyer import Buyer, child_signals, die_with_parent, signals_deferred
-from lab.errors import LabError, UsageError
-from lab.model import Scenario
-from lab.server import fd_budget
-from lab.store import Store
+from lab.buyer import Buyer, child_signals, die_with_parent, signals_deferred
+from lab.core.errors import LabError, UsageError
+from lab.core.model import Scenario
+from lab.net.server import fd_budget
+from lab.stores.jsonfile import Store
 from lab.variants.protocol import RunEnv, Stage
 
 __all__ = ["Queued", "ask", "buy", "run", "seller"]

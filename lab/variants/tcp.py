@@ -2,10 +2,10 @@
 
 The notes' next chapter is socket programming; a course then asks "how does
 one server serve many clients?". Here every buyer is the notes' client
-(``connect``, ``send``, ``recv``) and :mod:`lab.server` is the notes' server
+(``connect``, ``send``, ``recv``) and :mod:`lab.net.server` is the notes' server
 with a thread per connection::
 
-    buyer processes (K buyers each, on threads)        server process (lab.server)
+    buyer processes (K buyers each, on threads)        server process (lab.net.server)
     ───────────────────────────────────────────        ──────────────────────────────────────
     Client.connect((host, port)) ─────────────────────► accept -> a thread for this buyer
     {"op":"search"}  ─────────────────────────────────► read data.json
@@ -22,7 +22,7 @@ with a thread per connection::
   are told 买票成功. Moving the file behind a server fixes nothing by itself.
 * ``server`` (holds): the same handler takes a lock before its read and
   releases it after its (atomic) write, so purchases happen one at a time.
-  lab/server.py explains why a lock and not a single-threaded event loop.
+  lab/net/server.py explains why a lock and not a single-threaded event loop.
 
 Where the latency lives: on the server, between its read and its write, as
 in the notes' ``buy``, because that is where the race window is. Each buyer
@@ -33,7 +33,7 @@ repeats a run; the server waits it out (refusing anything above its
 latencies, exactly like ``locked``.
 
 Determinism: with ``--lockstep`` the server is started with a barrier for all
-N purchases between read and write (lab.server, ``lockstep``), so
+N purchases between read and write (lab.net.server, ``lockstep``), so
 ``server-naive`` oversells every time: each handler has read the count before
 any writes. The runner's own lockstep barrier is not used, because the race
 window is in the server, not in the buyer.
@@ -64,11 +64,11 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-from lab._buyer import Buyer, child_signals, die_with_parent, signals_deferred
-from lab.errors import LabError, UsageError
-from lab.model import Scenario
-from lab.net import Client, format_address, parse_address
-from lab.server import Mode, ServerConfig, TicketServer, fd_budget, lockstep_wait_s
+from lab.buyer import Buyer, child_signals, die_with_parent, signals_deferred
+from lab.core.errors import LabError, UsageError
+from lab.core.model import Scenario
+from lab.net.server import Mode, ServerConfig, TicketServer, fd_budget, lockstep_wait_s
+from lab.net.wire import Client, format_address, parse_address
 from lab.variants.protocol import RunEnv, Stage
 
 __all__ = [

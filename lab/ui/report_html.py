@@ -2,7 +2,7 @@
 
 No network fetches: the CSS, the SVG timeline and the few lines of script
 are inline, so the file works from a USB stick on a classroom projector.
-Pure like :mod:`lab.render`: these functions return a string; the CLI writes it.
+Pure like :mod:`lab.ui.render`: these functions return a string; the CLI writes it.
 
 The page holds the scenario, the tally, the evidence sentences and the
 timeline as inline SVG, one lane per buyer. Hovering a lane shows that
@@ -15,10 +15,10 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from lab.model import Result
-from lab.render import COMPARE_HEADERS, compare_rows, evidence, verdict
-from lab.stats import VariantStats
-from lab.timeline import overwrites
+from lab.core.model import Result
+from lab.core.stats import VariantStats
+from lab.ui.render import COMPARE_HEADERS, compare_rows, evidence, verdict
+from lab.ui.timeline import overwrites
 
 __all__ = ["compare_page", "run_page"]
 

@@ -18,7 +18,7 @@ timeout, never a hang. docs/protocol.md describes the messages.
 
 This module knows the shapes of messages (:func:`parse_request`,
 :func:`check_reply`); what a request *does* to data.json is
-:mod:`lab.server`'s business.
+:mod:`lab.net.server`'s business.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
-from lab.errors import LabError, UsageError
-from lab.model import MAX_LATENCY_S
+from lab.core.errors import LabError, UsageError
+from lab.core.model import MAX_LATENCY_S
 
 __all__ = [
     "DEFAULT_PORT",
@@ -88,7 +88,7 @@ _REQUEST_KEYS = frozenset({"op", "token", "latency", "buyer"})
 
 
 class ProtocolError(LabError):
-    """Raised by :mod:`lab.net` when a peer sends bytes that are not a valid frame or message.
+    """Raised by :mod:`lab.net.wire` when a peer sends bytes that are not a valid frame or message.
 
     The server answers it with ``bad_request``; a client raises it when a
     reply makes no sense (which means it is not talking to a lab server).

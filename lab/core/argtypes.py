@@ -10,7 +10,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-from lab.model import Latency
+from lab.core.model import Latency
 
 __all__ = ["fraction", "latency", "seconds", "whole"]
 

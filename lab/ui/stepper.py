@@ -1,6 +1,6 @@
 """``lab step``: you are the scheduler.
 
-The buyers run the variant's real code (see :mod:`lab.explore`), paused at
+The buyers run the variant's real code (see :mod:`lab.harness.explore`), paused at
 each step. At every pause the screen shows what data.json holds and what
 each buyer has read, and you pick who moves next. Make two buyers read the
 same count before either writes, and the lab shows you the oversell you
@@ -16,10 +16,10 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.text import Text
 
-from lab.explore import Gated, StepHang, scratch_dir
-from lab.model import Result
-from lab.render import render_result
-from lab.timeline import TimelineView
+from lab.core.model import Result
+from lab.harness.explore import Gated, StepHang, scratch_dir
+from lab.ui.render import render_result
+from lab.ui.timeline import TimelineView
 from lab.variants.protocol import Variant
 
 __all__ = ["step_session"]

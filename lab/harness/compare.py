@@ -11,9 +11,9 @@ import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from lab.model import Result, Scenario
-from lab.runner import Observer, run, with_seed
-from lab.stats import VariantStats
+from lab.core.model import Result, Scenario
+from lab.core.stats import VariantStats
+from lab.harness.runner import Observer, run, with_seed
 from lab.variants import VARIANTS
 from lab.variants.protocol import Variant
 

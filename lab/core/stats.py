@@ -1,7 +1,7 @@
 """Many runs of one variant, summarized: how often it raced, how badly, what it cost.
 
 One run of a race proves little: races are intermittent. :class:`VariantStats`
-holds every :class:`~lab.model.Result` of one variant on one scenario and
+holds every :class:`~lab.core.model.Result` of one variant on one scenario and
 derives the rates from them, the same way ``Result`` derives its tallies from
 receipts: nothing is counted twice in two places.
 """
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lab.model import Result
+from lab.core.model import Result
 
 __all__ = ["ANOMALIES", "VariantStats", "case_label"]
 

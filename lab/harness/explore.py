@@ -47,11 +47,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from lab._buyer import Buyer, BuyerSpec, decode, signals_deferred, to_event
-from lab.errors import LabError, UsageError
-from lab.model import BuyerEvent, Latency, Result, Scenario, receipts_from_events
-from lab.runner import default_start_method
-from lab.store import Store
+from lab.buyer import Buyer, BuyerSpec, decode, signals_deferred, to_event
+from lab.core.errors import LabError, UsageError
+from lab.core.model import BuyerEvent, Latency, Result, Scenario, receipts_from_events
+from lab.harness.runner import default_start_method
+from lab.stores.jsonfile import Store
 from lab.variants.protocol import RunEnv, Variant
 
 __all__ = [

@@ -18,7 +18,7 @@ import os
 import stat
 from pathlib import Path
 
-from lab.errors import UsageError
+from lab.core.errors import UsageError
 
 __all__ = ["check_input_file", "check_output_path", "describe_mode", "read_input_file"]
 

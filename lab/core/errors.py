@@ -29,11 +29,11 @@ class UsageError(LabError):
 
 
 class ScenarioError(LabError):
-    """Raised by :mod:`lab.scenarios` when a scenario is missing or has a bad field."""
+    """Raised by :mod:`lab.core.scenarios` when a scenario is missing or has a bad field."""
 
 
 class StoreCorrupted(LabError):
-    """Raised by :class:`lab.store.Store` when data.json cannot be read as ``{"ticket_num": N}``.
+    """Raised by :class:`~lab.stores.jsonfile.Store` when data.json is not ``{"ticket_num": N}``.
 
     A buyer of the naive variant raises it when it reads the file in the instant
     between another buyer's truncate and write: that is a *torn read*, and the

@@ -12,7 +12,7 @@ side by side on purpose:
   Every safe variant uses it.
 
 Reads are strict: anything but a JSON object holding exactly one whole,
-non-negative ``ticket_num`` is a :class:`~lab.errors.StoreCorrupted` that
+non-negative ``ticket_num`` is a :class:`~lab.core.errors.StoreCorrupted` that
 names the file and the problem.
 """
 
@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lab._paths import describe_mode
-from lab.errors import DataFileBusy, StoreCorrupted
+from lab.core.errors import DataFileBusy, StoreCorrupted
+from lab.core.paths import describe_mode
 
 __all__ = ["MAX_TICKETS", "Claim", "Store"]
 

@@ -38,7 +38,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Protocol
 
-from lab._buyer import (
+from lab.buyer import (
     BuyerSpec,
     buyer_main,
     decode,
@@ -46,10 +46,10 @@ from lab._buyer import (
     signals_deferred,
     to_event,
 )
-from lab.errors import LabError, StoreCorrupted, UsageError
-from lab.model import BuyerEvent, Result, Scenario, receipts_from_events
-from lab.rundirs import new_run_dir
-from lab.store import Store
+from lab.core.errors import LabError, StoreCorrupted, UsageError
+from lab.core.model import BuyerEvent, Result, Scenario, receipts_from_events
+from lab.stores.jsonfile import Store
+from lab.stores.rundirs import new_run_dir
 from lab.variants.protocol import MpContext, RunEnv, Stage, Variant
 
 __all__ = [
@@ -214,7 +214,7 @@ def run(
     Args:
         data: an existing data.json to use (its count is kept unless the
             scenario sets ``tickets``), claimed for the run and its buyers; by
-            default a fresh one in a new run directory (``lab.rundirs``). A
+            default a fresh one in a new run directory (``lab.stores.rundirs``). A
             ``--connect`` run ignores it: the server owns the count.
         stall_timeout: seconds without any buyer report before the run is
             declared stalled (e.g. a lock holder died); the default allows for

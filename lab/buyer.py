@@ -40,8 +40,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier, Event, Semaphore
 from typing import Any
 
-from lab.model import BuyerEvent, EventKind
-from lab.store import Store
+from lab.core.model import BuyerEvent, EventKind
+from lab.stores.jsonfile import Store
 
 __all__ = [
     "Buyer",

@@ -1,6 +1,6 @@
 """The race, drawn: one swimlane per buyer on a shared time axis (``--timeline``).
 
-Pure, like :mod:`lab.render`: it turns a :class:`~lab.model.Result` into a
+Pure, like :mod:`lab.ui.render`: it turns a :class:`~lab.core.model.Result` into a
 rich renderable and prints nothing. The layout is computed at render time
 from the console's width, so the same timeline fits 80 columns or 200.
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
-from lab.model import Receipt, Result
+from lab.core.model import Receipt, Result
 
 __all__ = ["Overwrite", "TimelineView", "overwrites"]
 

@@ -15,10 +15,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from lab._paths import _name, read_input_file
-from lab.errors import ScenarioError
-from lab.model import Latency, Scenario
-from lab.store import MAX_TICKETS
+from lab.core.errors import ScenarioError
+from lab.core.model import Latency, Scenario
+from lab.core.paths import _name, read_input_file
+from lab.stores.jsonfile import MAX_TICKETS
 
 __all__ = [
     "MAX_ARRIVAL_SPAN_S",
@@ -42,8 +42,9 @@ MAX_ARRIVAL_SPAN_S = 3600.0
 
 def directory() -> Path:
     """Where the presets live: inside an installed wheel, else the repo's ``scenarios/``."""
-    packaged = Path(__file__).with_name("scenarios")
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "scenarios"
+    # A wheel carries them at lab/scenarios; a checkout keeps them at the repo's top.
+    packaged = Path(__file__).parent.parent / "scenarios"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "scenarios"
 
 
 def available() -> list[Scenario]:

@@ -38,7 +38,7 @@ thread per connection, which ``--max-connections`` bounds.
 
 Limits, so that bad or hostile input never takes the server down:
 
-* messages over 64 KiB are refused before their body is read (lab.net);
+* messages over 64 KiB are refused before their body is read (lab.net.wire);
 * a connection idle for ``--idle-timeout`` s, or trickling one frame for
   longer than 10 s, is closed;
 * at ``--max-connections`` the server stops accepting; new connections wait
@@ -85,10 +85,10 @@ from typing import Any, Literal
 
 from rich.console import Console
 
-from lab import _argtypes as argtypes
-from lab.errors import LabError, StoreCorrupted, UsageError
-from lab.model import MAX_LATENCY_S, Latency
-from lab.net import (
+from lab.core import argtypes
+from lab.core.errors import LabError, StoreCorrupted, UsageError
+from lab.core.model import MAX_LATENCY_S, Latency
+from lab.net.wire import (
     DEFAULT_PORT,
     ProtocolError,
     Request,
@@ -98,7 +98,7 @@ from lab.net import (
     recv_message,
     send_message,
 )
-from lab.store import MAX_TICKETS, Store
+from lab.stores.jsonfile import MAX_TICKETS, Store
 
 __all__ = [
     "MODES",

@@ -1,7 +1,7 @@
 """Argument parsing only: ``main(argv) -> int``.
 
 Bad input never shows a traceback: argparse errors and every
-:class:`~lab.errors.LabError` become one line on stderr naming the input,
+:class:`~lab.core.errors.LabError` become one line on stderr naming the input,
 with exit status 2 (1 for ``--check`` failures and stalls, 130/143 when
 interrupted by SIGINT/SIGTERM).
 """
@@ -28,19 +28,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from lab import __version__, render, report_html, rundirs, scenarios
-from lab import _argtypes as argtypes
-from lab._paths import check_output_path, read_input_file
-from lab.compare import Case, cases_for, compare
-from lab.errors import LabError, UsageError
-from lab.explore import explorable, explore, parse_schedule, replay
-from lab.model import BuyerEvent, Result, Scenario
-from lab.net import check_token
-from lab.runner import Observer, check_data, run, with_seed
-from lab.stats import VariantStats
-from lab.stepper import step_session
-from lab.store import MAX_TICKETS
-from lab.timeline import TimelineView
+from lab import __version__
+from lab.core import argtypes, scenarios
+from lab.core.errors import LabError, UsageError
+from lab.core.model import BuyerEvent, Result, Scenario
+from lab.core.paths import check_output_path, read_input_file
+from lab.core.stats import VariantStats
+from lab.harness.compare import Case, cases_for, compare
+from lab.harness.explore import explorable, explore, parse_schedule, replay
+from lab.harness.runner import Observer, check_data, run, with_seed
+from lab.net.wire import check_token
+from lab.stores import rundirs
+from lab.stores.jsonfile import MAX_TICKETS
+from lab.ui import render, report_html
+from lab.ui.stepper import step_session
+from lab.ui.timeline import TimelineView
 from lab.variants import VARIANTS
 from lab.variants.custom import MAX_BUYER_BYTES, split_spec
 
@@ -319,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve data.json over TCP so buyers on many machines can grab tickets. "
         "Protocol: docs/protocol.md.",
     )
-    from lab import server  # noqa: PLC0415 - the server's options live with the server
+    from lab.net import server  # noqa: PLC0415 - the server's options live with the server
 
     server.add_arguments(s)
 
@@ -716,7 +718,7 @@ def _main(argv: Sequence[str] | None, console: Console, seen: dict[str, int]) ->
         if args.command == "step":
             return _cmd_step(args, console)
         if args.command == "serve":
-            from lab import server  # noqa: PLC0415
+            from lab.net import server  # noqa: PLC0415
 
             check_output_path(args.data, "--data")
             with _sigterm_as_interrupt():

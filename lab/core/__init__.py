@@ -1,0 +1,3 @@
+"""lab.core."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""lab.harness."""
+
+from __future__ import annotations

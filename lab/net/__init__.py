@@ -1,0 +1,3 @@
+"""lab.net.wire."""
+
+from __future__ import annotations

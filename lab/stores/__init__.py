@@ -1,0 +1,3 @@
+"""lab.stores."""
+
+from __future__ import annotations

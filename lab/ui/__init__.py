@@ -1,0 +1,3 @@
+"""lab.ui."""
+
+from __future__ import annotations
