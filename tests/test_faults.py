@@ -31,7 +31,7 @@ from tests.helpers import case_id, safe_cases
 from tests.test_render import text_of
 from tests.test_store import BAD_FILES
 
-CRASH_SAFE = [c for c in safe_cases() if getattr(VARIANTS[c[0]], "crash_safe", True)]
+CRASH_SAFE = [c for c in safe_cases() if VARIANTS[c[0]].crash_safe]
 
 
 def plan(*steps: str | None) -> object:

@@ -45,7 +45,7 @@ def cases_for(
     cases: list[Case] = []
     for name in chosen:
         variant = registry[name]
-        requires = getattr(variant, "requires", None)
+        requires = variant.requires
         if requires and not have_buyer:
             if names:
                 cases.append(Case(variant))  # asked for by name: let it explain what it needs
@@ -99,6 +99,6 @@ def _stats(case: Case, results: list[Result]) -> VariantStats:
         lock=case.lock,
         expected_safe=v.safe,
         why=v.why,
-        caveat=getattr(v, "caveat", ""),
+        caveat=v.caveat,
         results=tuple(results),
     )

@@ -558,7 +558,7 @@ _STEP = re.compile(r"^b(?P<buyer>\d+)\.(?P<what>[a-z][a-z+-]*)(?:\((?P<count>[^)
 
 def explorable(variant: Variant) -> bool:
     """Whether ``lab explore`` can pause this variant's buyers at every step that matters."""
-    return not getattr(variant, "requires", None) and getattr(variant, "explorable", True)
+    return variant.requires is None and variant.explorable
 
 
 def parse_schedule(text: str) -> list[tuple[int, str, str | None]]:

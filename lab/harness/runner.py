@@ -289,15 +289,12 @@ def refuse_early(variant: Variant, scenario: Scenario) -> None:
             ``check(scenario)`` refused an option (a bad ``--connect``, too few
             file descriptors).
     """
-    many = getattr(variant, "many_buyers_per_process", False)
-    if not many and scenario.buyers > PROCESS_PER_BUYER_MAX:
+    if not variant.many_buyers_per_process and scenario.buyers > PROCESS_PER_BUYER_MAX:
         raise UsageError(
             f"--buyers: {variant.name} runs each buyer in its own process; at most "
             f"{PROCESS_PER_BUYER_MAX} (server variants seat many buyers per process)"
         )
-    check = getattr(variant, "check", None)
-    if callable(check):
-        check(scenario)
+    variant.check(scenario)
 
 
 class _Collector:

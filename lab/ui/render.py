@@ -415,7 +415,7 @@ def variants_table(variants: Mapping[str, Variant]) -> Table:
     table.add_column("what it is")
     for name in sorted(variants):
         v = variants[name]
-        caveat = getattr(v, "caveat", "")
+        caveat = v.caveat
         if not v.safe:
             expected = Text(
                 "races" if not caveat else "yours", style="red" if not caveat else "yellow"

@@ -40,7 +40,7 @@ from lab.buyer import Buyer
 from lab.core.errors import UsageError
 from lab.core.model import Scenario
 from lab.core.paths import _name, check_input_file, read_input_file
-from lab.variants.protocol import RunEnv, Stage
+from lab.variants.protocol import RunEnv, Stage, VariantBase
 
 __all__ = ["MAX_BUYER_BYTES", "Custom", "load_buyer", "run", "split_spec"]
 
@@ -225,12 +225,12 @@ def run(me: Buyer, spec: str, pattern: str | None) -> None:
         me.sold_out(None)
 
 
-class Custom:
+class Custom(VariantBase):
     name = "custom"
     summary = "your own buyer function: --buyer FILE.py:FUNC [--success-regex REGEX]"
     safe = False
     caveat = "yours to judge: the lab reports what your program did"
-    requires = "--buyer"
+    requires: str | None = "--buyer"
     locks: tuple[str, ...] = ()
     why = (
         "it runs your program; the tally from its reports and the final file says whether it holds"

@@ -34,7 +34,7 @@ from filelock import FileLock, Timeout
 
 from lab.buyer import Buyer
 from lab.variants.naive import search
-from lab.variants.protocol import RunEnv, Stage
+from lab.variants.protocol import RunEnv, Stage, VariantBase
 
 __all__ = [
     "LOCKS",
@@ -175,7 +175,7 @@ def run(me: Buyer, kind: str, kit: LockKit) -> None:
         buy(me)
 
 
-class Locked:
+class Locked(VariantBase):
     name = "locked"
     summary = "a mutex (filelock, or multiprocessing.Lock with --lock mp) around read-check-write"
     safe = True

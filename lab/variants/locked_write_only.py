@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from lab.buyer import Buyer
 from lab.variants.locked import LockKit, file_mutex, lock_kit
 from lab.variants.naive import search
-from lab.variants.protocol import RunEnv, Stage
+from lab.variants.protocol import RunEnv, Stage, VariantBase
 
 __all__ = ["LockedWriteOnly", "buy", "run"]
 
@@ -39,7 +39,7 @@ def run(me: Buyer, kit: LockKit) -> None:
     buy(me, kit)
 
 
-class LockedWriteOnly:
+class LockedWriteOnly(VariantBase):
     name = "locked-write-only"
     summary = "a FileLock around the write only, not the read-check-write (a classic mistake)"
     safe = False

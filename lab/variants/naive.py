@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from lab.buyer import Buyer
-from lab.variants.protocol import RunEnv, Stage
+from lab.variants.protocol import RunEnv, Stage, VariantBase
 
 __all__ = ["Naive", "buy", "run", "search"]
 
@@ -58,7 +58,7 @@ def run(me: Buyer) -> None:
     buy(me)
 
 
-class Naive:
+class Naive(VariantBase):
     name = "naive"
     summary = "the notes' program: processes share data.json with no coordination"
     locks: tuple[str, ...] = ()

@@ -22,12 +22,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from lab.variants.naive import run
-from lab.variants.protocol import RunEnv, Stage
+from lab.variants.protocol import RunEnv, Stage, VariantBase
 
 __all__ = ["NaiveJoined"]
 
 
-class NaiveJoined:
+class NaiveJoined(VariantBase):
     name = "naive-joined"
     summary = "the notes' program with p.join() right after p.start(): one buyer at a time"
     safe = True

@@ -13,10 +13,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from lab.core.contracts import VariantInfo
 from lab.core.model import Scenario
 from lab.stores.jsonfile import Store
 
-__all__ = ["MpContext", "RunEnv", "Stage", "Variant"]
+__all__ = ["MpContext", "RunEnv", "Stage", "Variant", "VariantBase", "VariantInfo"]
 
 #: A multiprocessing context (fork, spawn or forkserver). typeshed's
 #: BaseContext lacks ``Process``, which every concrete context has.
@@ -61,20 +62,35 @@ class Stage:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Variant(Protocol):
-    """One way to run the ticket grab."""
+class Variant(VariantInfo, Protocol):
+    """One way to run the ticket grab: what it says of itself (:class:`VariantInfo`),
+    a check of the options it is given, and the machinery it sets up."""
 
-    #: the name on the command line: ``lab run NAME``
-    name: str
-    #: one line for ``lab variants``
-    summary: str
-    #: whether it is expected never to oversell, lose an update or fail
-    safe: bool
-    #: one sentence on why it races or holds, for the README table and the report
-    why: str
-    #: the mutex kinds it can use (``--lock``); empty if it has no lock
-    locks: tuple[str, ...]
+    def check(self, scenario: Scenario) -> None:
+        """Refuse options this variant cannot run with (one-line ``UsageError``).
+
+        The runner calls it before it creates anything: no run directory, no claim.
+        """
+        ...
 
     def stage(self, env: RunEnv) -> AbstractContextManager[Stage]:
         """Set up shared machinery (a lock, a seller process) for one run; tear it down on exit."""
         ...
+
+
+class VariantBase:
+    """Defaults for the attributes most variants do not need to say anything about.
+
+    A variant class inherits this and sets ``name``, ``summary``, ``safe``,
+    ``why`` and ``stage``; the rest default to the common case.
+    """
+
+    locks: tuple[str, ...] = ()
+    caveat: str = ""
+    requires: str | None = None
+    explorable: bool = True
+    crash_safe: bool = True
+    many_buyers_per_process: bool = False
+
+    def check(self, scenario: Scenario) -> None:
+        """No option to refuse beyond what the CLI already checks."""

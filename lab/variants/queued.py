@@ -48,7 +48,7 @@ from lab.core.errors import LabError, UsageError
 from lab.core.model import Scenario
 from lab.net.server import fd_budget
 from lab.stores.jsonfile import Store
-from lab.variants.protocol import RunEnv, Stage
+from lab.variants.protocol import RunEnv, Stage, VariantBase
 
 __all__ = ["Queued", "ask", "buy", "run", "seller"]
 
@@ -160,7 +160,7 @@ def run(me: Buyer, requests: RequestQueue, timeout: float, reply: Connection) ->
     buy(me, requests, reply, timeout)
 
 
-class Queued:
+class Queued(VariantBase):
     name = "queue"
     #: ``lab explore`` gates buyers at their step points, but here the read and
     #: the write both happen inside the seller during one request: the step it

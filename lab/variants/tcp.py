@@ -69,7 +69,7 @@ from lab.core.errors import LabError, UsageError
 from lab.core.model import Scenario
 from lab.net.server import Mode, ServerConfig, TicketServer, fd_budget, lockstep_wait_s
 from lab.net.wire import Client, format_address, parse_address
-from lab.variants.protocol import RunEnv, Stage
+from lab.variants.protocol import RunEnv, Stage, VariantBase
 
 __all__ = [
     "Server",
@@ -237,7 +237,7 @@ def _own_server(env: RunEnv, mode: Mode, token: str) -> Iterator[tuple[str, int]
         idle_timeout=env.timeout,
         lockstep=lockstep,
         # The last buyer may arrive (n - 1) x arrival after the gun: the barrier must wait for it.
-        lockstep_timeout=lockstep_wait_s(n) + n * float(getattr(env.scenario, "arrival", 0.0)),
+        lockstep_timeout=lockstep_wait_s(n) + n * env.scenario.arrival,
     )
     ours, theirs = env.mp.Pipe()
     runner = None if env.mp.get_start_method() == "forkserver" else os.getpid()
@@ -311,7 +311,7 @@ def _stats(host: str, port: int, token: str | None, timeout: float) -> dict[str,
         return client.stats()
 
 
-class _ServerVariant:
+class _ServerVariant(VariantBase):
     """Shared stage() of both server variants; they differ in the server's mode only."""
 
     mode: Mode = "safe"
