@@ -13,6 +13,7 @@ __all__ = [
     "LabError",
     "ScenarioError",
     "StoreCorrupted",
+    "TornRead",
     "UsageError",
 ]
 
@@ -51,6 +52,14 @@ class StoreCorrupted(LabError):
     def __reduce__(self) -> tuple[type[StoreCorrupted], tuple[str, str]]:
         # __init__ needs both fields, so pickle must pass them back as constructor args.
         return (type(self), (self.path, self.problem))
+
+
+class TornRead(StoreCorrupted):
+    """data.json was empty when read: another writer had truncated it and not yet written.
+
+    The notes' ``open('w')`` + ``json.dump`` opens this window on every write.
+    A buyer reports it as a *torn read* (its own event kind), never by message text.
+    """
 
 
 class DataFileBusy(LabError):

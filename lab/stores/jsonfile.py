@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.core.errors import DataFileBusy, StoreCorrupted
+from lab.core.errors import DataFileBusy, StoreCorrupted, TornRead
 from lab.core.paths import describe_mode
 
 __all__ = ["MAX_TICKETS", "Claim", "Store"]
@@ -234,7 +234,7 @@ class Store:
         """Validate the text of data.json and return its ``ticket_num``."""
         name = str(self.path)
         if not text.strip():
-            raise StoreCorrupted(
+            raise TornRead(
                 name, "is empty (read between another writer's truncate and its write?)"
             )
         try:

@@ -15,9 +15,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from lab.core.explored import Exploration
 from lab.core.model import BuyerEvent, Result, Scenario
 from lab.core.stats import ANOMALIES, VariantStats
-from lab.harness.explore import Exploration
 from lab.variants.protocol import Variant
 
 __all__ = [
