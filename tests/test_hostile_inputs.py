@@ -83,10 +83,12 @@ def sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
         kw["max_schedules"] = min(kw.get("max_schedules", 3), 3)
         return real_explore(*args, **kw)
 
-    monkeypatch.setattr(lab.ui.cli, "run", small_run)
+    # The CLI imports each command's machinery when the command runs, so patching
+    # the defining modules reaches it.
+    monkeypatch.setattr(lab.harness.runner, "run", small_run)
     monkeypatch.setattr(lab.harness.compare, "run", small_run)
-    monkeypatch.setattr(lab.ui.cli, "compare", small_compare)
-    monkeypatch.setattr(lab.ui.cli, "explore", small_explore)
+    monkeypatch.setattr(lab.harness.compare, "compare", small_compare)
+    monkeypatch.setattr(lab.harness.explore, "explore", small_explore)
     # The server answers nothing: it stops as soon as it has started listening.
     monkeypatch.setattr(lab.net.server.TicketServer, "wait", lambda self, timeout=None: True)
     # `lab step` reads its choices from stdin: give it end-of-file.

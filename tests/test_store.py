@@ -47,13 +47,43 @@ def test_missing_and_directory(tmp_path: Path) -> None:
         Store(tmp_path / "dir.json").read()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_unreadable(tmp_path: Path) -> None:
-    path = tmp_path / "data.json"
+    """A file we may not read is one line naming it. Root reads any file, so as root
+    the read runs in a child that has dropped to nobody (65534) first."""
+    here = tmp_path / "shared"
+    here.mkdir()
+    here.chmod(0o777)
+    path = here / "data.json"
     path.write_text('{"ticket_num": 1}')
     path.chmod(0)
-    with pytest.raises(StoreCorrupted, match="permission denied"):
-        Store(path).read()
+    if os.geteuid() != 0:
+        with pytest.raises(StoreCorrupted, match="permission denied"):
+            Store(path).read()
+        return
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, try, report, and leave without cleanup
+        code = 3
+        try:
+            os.close(read)
+            os.chdir(here)  # nobody may not traverse pytest's 0700 temp root; cwd is held
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                Store(Path("data.json")).read()
+                message = b"read it"
+            except StoreCorrupted as exc:
+                message = str(exc).encode()
+            os.write(write, message)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "permission denied" in message, message
 
 
 def test_round_trip_in_the_notes_format(tmp_path: Path) -> None:

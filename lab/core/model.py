@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 __all__ = [
+    "MAX_TICKETS",
     "BuyerEvent",
     "Conflict",
     "EventKind",
@@ -43,6 +44,8 @@ OUTCOMES: tuple[Outcome, ...] = ("bought", "sold_out", "error", "unknown")
 _LATENCY = re.compile(r"^\s*(?P<low>[0-9]*\.?[0-9]+)\s*(?:-\s*(?P<high>[0-9]*\.?[0-9]+))?\s*s?\s*$")
 #: One simulated network wait longer than this is a typo, not a lesson.
 MAX_LATENCY_S = 3600.0
+#: A count above this is a corrupt or hostile store, not a ticket sale (every store checks it).
+MAX_TICKETS = 1_000_000_000
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.core.errors import ScenarioError
-from lab.core.model import Latency, Scenario
+from lab.core.model import MAX_TICKETS, Latency, Scenario
 from lab.core.paths import _name, read_input_file
-from lab.stores.jsonfile import MAX_TICKETS
 
 __all__ = [
     "MAX_ARRIVAL_SPAN_S",

@@ -30,12 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lab.core.errors import DataFileBusy, StoreCorrupted, TornRead
+from lab.core.model import MAX_TICKETS
 from lab.core.paths import describe_mode
 
 __all__ = ["MAX_TICKETS", "Claim", "Store"]
 
-#: A count above this is a corrupt or hostile file, not a ticket sale.
-MAX_TICKETS = 1_000_000_000
 #: data.json is a few bytes; refuse to slurp something huge by mistake.
 _MAX_BYTES = 64 * 1024
 #: Numbers this process's temporary files (``.data.json.<pid>-<n>.tmp``).
@@ -234,9 +233,7 @@ class Store:
         """Validate the text of data.json and return its ``ticket_num``."""
         name = str(self.path)
         if not text.strip():
-            raise TornRead(
-                name, "is empty (read between another writer's truncate and its write?)"
-            )
+            raise TornRead(name, "is empty (read between another writer's truncate and its write?)")
         try:
             data = json.loads(text, object_pairs_hook=_no_repeated_keys)
         except _RepeatedKey as exc:

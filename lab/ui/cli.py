@@ -11,40 +11,37 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import heapq
 import json
-import math
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 from lab import __version__
 from lab.core import argtypes, scenarios
 from lab.core.errors import LabError, UsageError
-from lab.core.model import BuyerEvent, Result, Scenario
+from lab.core.model import MAX_TICKETS, Scenario
 from lab.core.paths import check_output_path, read_input_file
-from lab.core.stats import VariantStats
-from lab.harness.compare import Case, cases_for, compare
-from lab.harness.explore import explorable, explore, parse_schedule, replay
-from lab.harness.runner import Observer, check_data, run, with_seed
-from lab.net.wire import check_token
 from lab.stores import rundirs
-from lab.stores.jsonfile import MAX_TICKETS
-from lab.ui import render, report_html
-from lab.ui.stepper import step_session
-from lab.ui.timeline import TimelineView
-from lab.variants import VARIANTS
-from lab.variants.custom import MAX_BUYER_BYTES, split_spec
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from lab.core.contracts import VariantInfo
+    from lab.core.model import Result
+    from lab.core.stats import VariantStats
+    from lab.harness.compare import Case
+    from lab.variants.protocol import Variant
+
+# `lab --help` and `lab variants` start in well under 0.25 s
+# (benchmarks/bench_startup.py): the runner, the explorer, the variants, the
+# server, rich's progress bar and the HTML report are imported by the commands
+# that use them, not here.
 
 __all__ = ["build_parser", "main"]
 
@@ -55,6 +52,58 @@ _INTERRUPTED: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 MAX_BUYER_RUNS = 200_000
 
 
+def _variants() -> dict[str, Variant]:
+    """The registry, imported on first use (it brings every variant and the server)."""
+    from lab.variants import VARIANTS  # noqa: PLC0415 - lazy: see the note on the imports
+
+    return VARIANTS
+
+
+def _variant_names() -> list[str]:
+    return sorted(_variants())
+
+
+def _steppable_names() -> list[str]:
+    """The variants ``lab explore``, ``replay`` and ``step`` can pause at every step."""
+    from lab.harness.explore import explorable  # noqa: PLC0415 - lazy
+
+    return sorted(n for n, v in _variants().items() if explorable(v))
+
+
+class _Choices(Sequence[str]):
+    """An argparse ``choices`` list computed on first use.
+
+    argparse reads ``choices`` only to check a value (``in``) and to show it
+    (iteration; help strings name it as ``%(choices)s``), so building the
+    parser, and ``lab --help``, never import the registry.
+    """
+
+    def __init__(self, load: Callable[[], list[str]]) -> None:
+        self._load = load
+        self._names: list[str] | None = None
+
+    def _get(self) -> list[str]:
+        if self._names is None:
+            self._names = self._load()
+        return self._names
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._get()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._get()[index]
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line naming the input, not argparse's usage block.
@@ -63,11 +112,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _variant_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in VARIANTS]
+    known = _variants()
+    unknown = [n for n in names if n not in known]
     if not names or unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown variant {(unknown or [text])[0]!r} "
-            f"(choose from: {', '.join(sorted(VARIANTS))})"
+            f"unknown variant {(unknown or [text])[0]!r} (choose from: {', '.join(sorted(known))})"
         )
     return names
 
@@ -177,9 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "variant",
-        choices=sorted(VARIANTS),
-        metavar="VARIANT",
-        help=f"one of: {', '.join(sorted(VARIANTS))} (see `lab variants`)",
+        choices=_Choices(_variant_names),
+        metavar="VARIANT",  # argparse's usage line then never lists (and so loads) the choices
+        help="one of: %(choices)s (see `lab variants`)",
     )
     _add_scenario_options(p)
     p.add_argument(
@@ -251,13 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 if a variant expected to be safe ever oversold, lost an update or failed",
     )
 
-    steppable = sorted(n for n, v in VARIANTS.items() if explorable(v))
+    steppable = _Choices(_steppable_names)
 
     def step_target(p: argparse.ArgumentParser, max_buyers: int, buyers: int | None) -> None:
         """The variant and the small run that explore, replay and step share."""
-        p.add_argument(
-            "variant", choices=steppable, metavar="VARIANT", help=f"one of: {', '.join(steppable)}"
-        )
+        p.add_argument("variant", choices=steppable, metavar="VARIANT", help="one of: %(choices)s")
         p.add_argument(
             "--buyers",
             default=buyers,
@@ -321,11 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve data.json over TCP so buyers on many machines can grab tickets. "
         "Protocol: docs/protocol.md.",
     )
-    from lab.net import server  # noqa: PLC0415 - the server's options live with the server
+    from lab.ui import serve  # noqa: PLC0415 - lazy: the server is heavy
 
-    server.add_arguments(s)
+    serve.add_arguments(s)
 
-    sub.add_parser("variants", help="list the variants, and whether each should hold")
+    v = sub.add_parser("variants", help="list the variants, and whether each should hold")
+    v.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the table as Markdown (the README's variants table is this output)",
+    )
     sub.add_parser("scenarios", help="list the scenario presets and what each teaches")
     sub.add_parser(
         "clean",
@@ -346,6 +398,8 @@ _SCENARIO_FLAGS = (
 def _scenario(args: argparse.Namespace) -> Scenario:
     base = scenarios.load(args.scenario) if args.scenario else Scenario()
     overrides = {f: getattr(args, f) for f in _SCENARIO_FLAGS if getattr(args, f, None) is not None}
+    from lab.net.wire import check_token  # noqa: PLC0415 - lazy
+
     if "token" in overrides:
         check_token(overrides["token"], "--token")
     elif os.environ.get("LAB_TOKEN"):  # empty counts as unset, as in `lab serve`
@@ -368,6 +422,8 @@ def _check_paths(args: argparse.Namespace) -> None:
             check_output_path(path, option)
     spec = getattr(args, "buyer_program", None)
     if spec:
+        from lab.variants.custom import MAX_BUYER_BYTES, split_spec  # noqa: PLC0415 - lazy
+
         file, _ = split_spec(spec)
         read_input_file(file, "--buyer", MAX_BUYER_BYTES)  # its size, before any run starts
 
@@ -379,80 +435,6 @@ def _check_total(buyers: int, runs: int) -> None:
             f"--repeat x --buyers: {runs} runs of {buyers} buyers is {buyers * runs} buyers in "
             f"all; the limit is {MAX_BUYER_RUNS}"
         )
-
-
-#: --verbose lines wait this long (seconds of the run) before they are printed.
-#: A buyer sends its reports in a batch before each wait, so one buyer's line
-#: can arrive after a later line of another's; held lines print in time order.
-_REORDER_S = 0.25
-
-
-class _Live(Observer):
-    """Progress bar and --verbose lines while buyers run."""
-
-    def __init__(
-        self, console: Console, lang: render.Lang, *, verbose: bool, bar: bool, total_runs: int = 1
-    ) -> None:
-        self.console = console
-        self.lang: render.Lang = lang
-        self.verbose = verbose
-        self.bar = bar
-        self.total_runs = total_runs
-        self.progress: Progress | None = None
-        self.runs_finished = 0
-        self.buyers_task: Any = None
-        self.runs_task: Any = None
-        self._held: list[tuple[float, int, BuyerEvent]] = []  # a heap, by time
-        self._arrived = 0
-
-    def started(self, buyers: int) -> None:
-        # Started only now, after the buyers are forked: the bar's refresh thread
-        # must not exist while the runner forks.
-        if not self.bar:
-            return
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-        )
-        if self.total_runs > 1:
-            self.runs_task = self.progress.add_task(
-                "runs", total=self.total_runs, completed=self.runs_finished
-            )
-        self.buyers_task = self.progress.add_task("buyers", total=buyers)
-        self.progress.start()
-
-    def event(self, event: BuyerEvent) -> None:
-        if self.verbose:
-            heapq.heappush(self._held, (event.t, self._arrived, event))
-            self._arrived += 1
-
-    def tick(self, now: float) -> None:
-        self._print_held(until=now - _REORDER_S)
-
-    def _print_held(self, until: float = math.inf) -> None:
-        while self._held and self._held[0][0] <= until:
-            _, _, event = heapq.heappop(self._held)
-            self.console.print(render.event_line(event, self.lang))
-
-    def finished(self, buyer: int) -> None:
-        if self.progress is not None:
-            self.progress.advance(self.buyers_task)
-
-    def run_done(self, label: str) -> None:
-        # Stop the bar (and its refresh thread) between runs: the next run forks
-        # its buyers, and a process that forks must not have other threads.
-        self.runs_finished += 1
-        self.stop()
-
-    def stop(self) -> None:
-        self._print_held()  # the run is over: the rest, in time order
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
 
 
 @contextmanager
@@ -479,16 +461,24 @@ def _failed_check(result: Result) -> bool:
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from rich.text import Text  # noqa: PLC0415 - lazy, as every command's own imports below
+
+    from lab.harness.compare import Case  # noqa: PLC0415
+    from lab.harness.runner import check_data, run, with_seed  # noqa: PLC0415
+    from lab.ui import render, report_html  # noqa: PLC0415
+    from lab.ui.progress import LiveProgress  # noqa: PLC0415
+    from lab.ui.timeline import TimelineView  # noqa: PLC0415
+
     _check_paths(args)
     scenario = with_seed(_scenario(args))
-    variant = VARIANTS[args.variant]
+    variant = _variants()[args.variant]
     if args.repeat > 1:
         if args.data is not None:
             raise UsageError("--repeat: each repetition uses a fresh data.json; drop --data")
         return _cmd_compare(
             args, console, [Case(variant, scenario.lock if variant.locks else None)]
         )
-    live = _Live(
+    live = LiveProgress(
         console,
         args.lang,
         verbose=args.verbose and not args.json,
@@ -540,6 +530,13 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _cmd_compare(
     args: argparse.Namespace, console: Console, cases: list[Case] | None = None
 ) -> int:
+    from rich.text import Text  # noqa: PLC0415
+
+    from lab.harness.compare import cases_for, compare  # noqa: PLC0415
+    from lab.harness.runner import with_seed  # noqa: PLC0415
+    from lab.ui import render  # noqa: PLC0415
+    from lab.ui.progress import LiveProgress  # noqa: PLC0415
+
     _check_paths(args)
     scenario = with_seed(_scenario(args))
     if cases is None:
@@ -547,7 +544,7 @@ def _cmd_compare(
     _check_total(scenario.buyers, len(cases) * args.repeat)
     if not args.json:
         console.print(render.scenario_blurb(scenario))
-    live = _Live(
+    live = LiveProgress(
         console,
         args.lang,
         verbose=False,
@@ -587,8 +584,11 @@ def _write(path: Path, text: str, option: str) -> None:
 
 
 def _cmd_explore(args: argparse.Namespace, console: Console) -> int:
+    from lab.harness.explore import explore  # noqa: PLC0415
+    from lab.ui import render  # noqa: PLC0415
+
     result = explore(
-        VARIANTS[args.variant],
+        _variants()[args.variant],
         args.buyers,
         args.tickets,
         max_schedules=args.max_schedules,
@@ -602,6 +602,12 @@ def _cmd_explore(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace, console: Console) -> int:
+    from rich.text import Text  # noqa: PLC0415
+
+    from lab.harness.explore import parse_schedule, replay  # noqa: PLC0415
+    from lab.ui import render  # noqa: PLC0415
+    from lab.ui.timeline import TimelineView  # noqa: PLC0415
+
     steps = parse_schedule(args.schedule)
     highest = max(b for b, _, _ in steps)
     if highest >= (args.buyers or _REPLAY_MAX_BUYERS):
@@ -612,7 +618,7 @@ def _cmd_replay(args: argparse.Namespace, console: Console) -> int:
             + ("" if args.buyers else f" (at most {_REPLAY_MAX_BUYERS} buyers)")
         )
     buyers = args.buyers or highest + 1
-    result, done = replay(VARIANTS[args.variant], buyers, args.tickets, args.schedule)
+    result, done = replay(_variants()[args.variant], buyers, args.tickets, args.schedule)
     if args.json:
         payload = {**result.to_json(), "schedule": done}
         sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
@@ -637,17 +643,21 @@ def _cmd_clean(console: Console) -> int:
 
 
 def _cmd_step(args: argparse.Namespace, console: Console) -> int:
+    from lab.ui.stepper import step_session  # noqa: PLC0415
+
     def read_line() -> str | None:
         line = sys.stdin.readline()
         return line if line else None
 
-    step_session(VARIANTS[args.variant], args.buyers, args.tickets, read_line, console)
+    step_session(_variants()[args.variant], args.buyers, args.tickets, read_line, console)
     return 0
 
 
 def _report_stats(
     stats: list[VariantStats], scenario: Scenario, args: argparse.Namespace, console: Console
 ) -> None:
+    from lab.ui import render, report_html  # noqa: PLC0415
+
     if getattr(args, "markdown", None):
         _write(args.markdown, render.markdown_table(stats, scenario), "--markdown")
     if getattr(args, "html", None):
@@ -697,41 +707,18 @@ def _tolerate_unencodable(stream: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lab`` command; returns the exit status."""
     _tolerate_unencodable(sys.stdout)
-    console = Console(highlight=False)
     # SIGTERM takes Ctrl-C's path for the whole command (parsing and rendering too),
     # so it always ends in one line and 143, never in the default action's silence.
     with _sigterm_as_interrupt() as seen:
-        return _main(argv, console, seen)
+        return _main(argv, seen)
 
 
-def _main(argv: Sequence[str] | None, console: Console, seen: dict[str, int]) -> int:
+def _main(argv: Sequence[str] | None, seen: dict[str, int]) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "run":
-            return _cmd_run(args, console)
-        if args.command == "compare":
-            return _cmd_compare(args, console)
-        if args.command == "explore":
-            return _cmd_explore(args, console)
-        if args.command == "replay":
-            return _cmd_replay(args, console)
-        if args.command == "step":
-            return _cmd_step(args, console)
-        if args.command == "serve":
-            from lab.net import server  # noqa: PLC0415
+        from rich.console import Console  # noqa: PLC0415 - lazy: `lab --help` needs no rich
 
-            check_output_path(args.data, "--data")
-            with _sigterm_as_interrupt():
-                return server.serve_command(args, console)
-        if args.command == "variants":
-            console.print(render.variants_table(VARIANTS))
-            return 0
-        if args.command == "scenarios":
-            console.print(render.scenarios_table(scenarios.available()))
-            return 0
-        if args.command == "clean":
-            return _cmd_clean(console)
-        raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover - argparse guards
+        return _dispatch(args, Console(highlight=False))
     except LabError as exc:
         print(f"lab: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
@@ -746,3 +733,77 @@ def _main(argv: Sequence[str] | None, console: Console, seen: dict[str, int]) ->
     except KeyboardInterrupt:
         print("lab: interrupted", file=sys.stderr)
         return _INTERRUPTED.get(seen["signal"], 130)
+
+
+def _dispatch(args: argparse.Namespace, console: Console) -> int:
+    """Run the parsed command. Each command imports what it needs when it runs."""
+    if args.command == "run":
+        return _cmd_run(args, console)
+    if args.command == "compare":
+        return _cmd_compare(args, console)
+    if args.command == "explore":
+        return _cmd_explore(args, console)
+    if args.command == "replay":
+        return _cmd_replay(args, console)
+    if args.command == "step":
+        return _cmd_step(args, console)
+    if args.command == "serve":
+        from lab.ui import serve  # noqa: PLC0415
+
+        check_output_path(args.data, "--data")
+        with _sigterm_as_interrupt():
+            return serve.serve_command(args, console)
+    if args.command == "variants":
+        if args.markdown:
+            sys.stdout.write(variants_markdown(_variants()))
+            return 0
+        from lab.ui import render  # noqa: PLC0415
+
+        console.print(render.variants_table(_variants()))
+        return 0
+    if args.command == "scenarios":
+        from lab.ui import render  # noqa: PLC0415
+
+        console.print(render.scenarios_table(scenarios.available()))
+        return 0
+    if args.command == "clean":
+        return _cmd_clean(console)
+    raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover - argparse guards
+
+
+def expected_word(variant: VariantInfo) -> str:
+    """What ``lab variants`` says of a variant: races, holds, holds (slow) or yours."""
+    if not variant.safe:
+        return "yours" if variant.caveat else "races"
+    return "holds (slow)" if variant.caveat else "holds"
+
+
+def variants_markdown(variants: Mapping[str, VariantInfo]) -> str:
+    """``lab variants --markdown``: the README's variants table, in registry order.
+
+    Columns: the variant (with the options it takes or needs), what it is
+    expected to do, and why (each variant's own ``why``).
+    """
+
+    def cell(text: str) -> str:
+        return " ".join(text.split()).replace("|", "\\|")
+
+    lines = ["| variant | expected | why |", "|---|---|---|"]
+    for name, v in variants.items():
+        label = f"`{name}`"
+        if v.locks:
+            label += " (" + " / ".join(f"`--lock {k}`" for k in v.locks) + ")"
+        if v.requires:
+            label += f" (needs `{v.requires}`)"
+        lines.append(f"| {cell(label)} | {cell(expected_word(v))} | {cell(v.why)} |")
+    return "\n".join(lines) + "\n"
+
+
+def __getattr__(name: str) -> Any:
+    # The progress observer moved to lab.ui.progress; the old private name still resolves
+    # (lazily: importing it here would import the runner with the CLI).
+    if name == "_Live":
+        from lab.ui.progress import LiveProgress  # noqa: PLC0415
+
+        return LiveProgress
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,10 +15,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from lab.core.contracts import VariantInfo
 from lab.core.explored import Exploration
 from lab.core.model import BuyerEvent, Result, Scenario
 from lab.core.stats import ANOMALIES, VariantStats
-from lab.variants.protocol import Variant
 
 __all__ = [
     "COMPARE_HEADERS",
@@ -407,7 +407,7 @@ def render_result(
     return Group(*parts)
 
 
-def variants_table(variants: Mapping[str, Variant]) -> Table:
+def variants_table(variants: Mapping[str, VariantInfo]) -> Table:
     """``lab variants``: each variant, whether it should hold, and why."""
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("variant", style="bold")
