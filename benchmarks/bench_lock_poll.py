@@ -10,7 +10,7 @@ and sleeps in between. Two costs pull against each other:
   each, which on 2 cores steals CPU from the holder.
 
 The table compares fixed intervals with the lab's crowd-scaled one
-(``lab.variants.locked.file_lock_poll_interval``) at both ends: 20 buyers
+(``lab.variants._mutex.file_lock_poll_interval``) at both ends: 20 buyers
 each holding the lock 10 ms (ceiling: raw flock ~10.6 ms per buyer), and a
 herd of buyers at latency 0. Run: ``.venv/bin/python benchmarks/bench_lock_poll.py [HERD]``.
 """
@@ -26,14 +26,14 @@ from pathlib import Path
 
 from lab.core.model import Latency, Scenario
 from lab.harness.runner import run
-from lab.variants import VARIANTS, locked
+from lab.variants import VARIANTS, _mutex
 
 Poll = Callable[[int, float, int, int], float]
-SCALED: Poll = locked.file_lock_poll_interval
+SCALED: Poll = _mutex.file_lock_poll_interval
 
 
 def measure(poll: Poll, buyers: int, latency: float) -> float:
-    locked.file_lock_poll_interval = poll  # type: ignore[assignment]  # buyers fork after this
+    _mutex.file_lock_poll_interval = poll  # type: ignore[assignment]  # buyers fork after this
     try:
         with tempfile.TemporaryDirectory() as tmp:
             scenario = Scenario(
@@ -43,7 +43,7 @@ def measure(poll: Poll, buyers: int, latency: float) -> float:
                 VARIANTS["locked"], scenario, data=Path(tmp) / "data.json", stall_timeout=20
             )
     finally:
-        locked.file_lock_poll_interval = SCALED
+        _mutex.file_lock_poll_interval = SCALED
     if not result.consistent:
         # A crowd polling too often starves the holder: report it as the finding it is.
         return float("nan")

@@ -38,14 +38,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier, Event, Semaphore
-from typing import Any
+from typing import Any, Concatenate, TypeAlias, TypeVar
 
 from lab.core.model import BuyerEvent, EventKind
-from lab.stores.jsonfile import Store
+from lab.stores.protocol import TicketStore
 
 __all__ = [
+    "AnyProgram",
+    "BareProgram",
     "Buyer",
     "BuyerSpec",
+    "Kit",
+    "Program",
+    "Seat",
     "child_signals",
     "decode",
     "die_with_parent",
@@ -192,13 +197,17 @@ class Buyer:
     def __init__(
         self,
         spec: BuyerSpec,
-        store: Store,
+        store: Any,
         sink: Connection,
         lockstep: Barrier | None = None,
     ) -> None:
         self.index = spec.index
         self.name = spec.name
-        self.store = store
+        #: The run's store as this buyer's program uses it: a
+        #: :class:`~lab.stores.jsonfile.Store` for the file variants, the engine's
+        #: store (its own connection, opened after the fork) for ``sqlite-*``,
+        #: ``pg-*`` and ``redis-*``. Each program knows which backend it runs on.
+        self.store: Any = store
         self.latency_s = spec.latency_s
         self.buyers = spec.buyers
         self.arrival_s = spec.arrival_s
@@ -216,7 +225,7 @@ class Buyer:
         self.on_step: Callable[[str], None] | None = None
         # The store calls back at its own step ("mid-write": between truncate
         # and write, or between the temp file and the replace).
-        self.store = Store(store.path, step=self.step)
+        self.store = store.for_buyer(self.step)
 
     # -- steps: where a purchase can be interrupted ------------------------------
 
@@ -297,6 +306,16 @@ class Buyer:
         self._send("said", None, line)
         self.flush()  # shown as it is printed: the learner's program may sleep next
 
+    def retried(self, reason: str) -> None:
+        """An attempt was aborted (a serialization failure, a lost compare-and-set) and
+        is tried again: the price of optimistic concurrency, counted per buyer."""
+        self._send("retried", None, reason)
+
+    def gave_up(self, reason: str) -> None:
+        """An optimistic loser stops without buying, whether or not tickets are left
+        (it undersells): neither a sale nor "sold out"."""
+        self._send("gave_up", None, reason)
+
     def failed(self, exc: BaseException) -> None:
         self._send("error", None, f"{type(exc).__name__}: {exc}")
 
@@ -325,10 +344,26 @@ class Buyer:
         self.step("window")
 
 
-Program = Callable[..., None]
+#: A variant's kit: one typed, picklable value (a frozen dataclass) holding
+#: everything its buyers share: a lock, a line to the seller, a server's address.
+Kit = TypeVar("Kit")
+
+#: A buyer program: the notes' ``run(name)``, given its buyer and its variant's
+#: kit, e.g. ``locked.run(me, mutex)``. A module-level function, so that it also
+#: crosses a ``spawn`` start.
+Program: TypeAlias = Callable[[Buyer, Kit], None]
+#: A program that needs nothing but its buyer: the notes' program as written (``naive.run(me)``).
+BareProgram: TypeAlias = Callable[[Buyer], None]
+#: What ``buyer_main`` accepts today: either of the above. ``Stage`` hands over the
+#: program with a tuple of arguments (``shared + per_buyer[i]``), which every variant
+#: fills with nothing or with its one kit, so the program runs as ``program(me, *args)``.
+AnyProgram: TypeAlias = Callable[Concatenate[Buyer, ...], None]
+#: One buyer's seat in a buyer process: its spec, and the arguments after ``me``
+#: (``()``, or ``(kit,)``).
+Seat: TypeAlias = tuple[BuyerSpec, tuple[Any, ...]]
 
 
-def _one_buyer(program: Program, args: tuple[Any, ...], me: Buyer) -> None:
+def _one_buyer(program: AnyProgram, args: tuple[Any, ...], me: Buyer) -> None:
     if me.arrival_s > 0:
         time.sleep(me.arrival_s)
     try:
@@ -342,9 +377,9 @@ def _one_buyer(program: Program, args: tuple[Any, ...], me: Buyer) -> None:
 
 
 def buyer_main(  # noqa: PLR0917 - a Process target receives its args positionally
-    program: Program,
-    seats: list[tuple[BuyerSpec, tuple[Any, ...]]],
-    store: Store,
+    program: AnyProgram,
+    seats: list[Seat],
+    store: TicketStore,
     sink: Connection,
     ready: Semaphore,
     gun: Event,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.engines import ENGINES
 from tests.helpers import children_of
 
 # Tests never write outside their tmp_path: no example database in the working directory.
@@ -43,14 +44,23 @@ def _multiprocessing_singleton(pid: int) -> bool:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The engine servers the registry-wide tests share (tests/engines.py), stopped at the end."""
+    ENGINES.base = tmp_path_factory.mktemp("engines")
+    try:
+        yield
+    finally:
+        ENGINES.stop_all()
+
+
 @pytest.fixture(autouse=True)
 def no_orphans() -> Iterator[None]:
     """Every test must leave no child process behind: the runner reaps in ``finally``."""
     before = set(children_of(os.getpid()))
     yield
-    left = {
-        pid for pid in set(children_of(os.getpid())) - before if not _multiprocessing_singleton(pid)
-    }
+    new = set(children_of(os.getpid())) - before - ENGINES.pids()
+    left = {pid for pid in new if not _multiprocessing_singleton(pid)}
     assert not left, f"processes left behind by this test: {sorted(left)}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import selectors
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 from lab.core.model import Latency, Result, Scenario
 from lab.harness.runner import run
 from lab.variants import VARIANTS
+from tests.engines import ENGINES
 
 ZERO = Latency(0.0, 0.0)
 
@@ -54,12 +56,22 @@ def in_session(sid: int) -> list[int]:
 
 
 def run_variant(name: str, tmp_path: Path, **fields: object) -> Result:
-    """Run a registered variant on a fresh data.json in ``tmp_path``."""
+    """Run a registered variant on a fresh store: data.json in ``tmp_path`` for the file
+    variants, a fresh run directory for SQLite, the worker's shared server otherwise."""
     scenario = Scenario(**{"latency": ZERO, "seed": 1, **fields})  # type: ignore[arg-type]
-    data = tmp_path / "data.json"
     if scenario.tickets is None:
         scenario = Scenario(**{**scenario.__dict__, "tickets": 1})
+    data, scenario = place(name, tmp_path, scenario)
     return run(VARIANTS[name], scenario, data=data)
+
+
+def place(name: str, tmp_path: Path, scenario: Scenario) -> tuple[Path | None, Scenario]:
+    """Where variant ``name`` keeps its tickets in a test: (``data=``, the scenario)."""
+    store = VARIANTS[name].store
+    if store == "json":
+        return tmp_path / "data.json", scenario
+    url = ENGINES.url(store)
+    return None, scenario if url is None else dataclasses.replace(scenario, store_url=url)
 
 
 def safe_cases() -> list[tuple[str, str | None]]:

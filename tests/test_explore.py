@@ -17,7 +17,7 @@ from lab.core.errors import UsageError
 from lab.harness.explore import ScheduleError, explore, parse_schedule, replay
 from lab.ui.cli import main
 from lab.ui.timeline import TimelineView
-from lab.variants import VARIANTS, locked
+from lab.variants import VARIANTS, _mutex
 from tests.helpers import run_variant
 from tests.test_render import text_of
 
@@ -45,7 +45,7 @@ def test_explore_finds_the_write_only_lock_mistake() -> None:
 
 def test_explore_goes_red_when_the_lock_is_removed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The explorer's verdict on `locked` can fail: take the lock away and it finds the race."""
-    monkeypatch.setitem(locked.LOCKS, "file", lambda me, kit: contextlib.nullcontext())
+    monkeypatch.setitem(_mutex.LOCKS, "file", lambda me, kit: contextlib.nullcontext())
     e = explore(VARIANTS["locked"], 2, 1)
     assert e.oversold > 0
 

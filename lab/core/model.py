@@ -17,35 +17,45 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
+from lab.core.contracts import Failure, Ledger, Verdict
+
 __all__ = [
     "MAX_TICKETS",
     "BuyerEvent",
     "Conflict",
     "EventKind",
+    "Failure",
     "Latency",
+    "Ledger",
     "Outcome",
     "Receipt",
     "Result",
     "Scenario",
+    "Verdict",
 ]
 
 #: What a buyer reports, in order: the count it saw when it searched (查票), the
 #: count it read before buying (再次确认票), then exactly one outcome.
 EventKind = Literal[
     "search", "read", "bought", "sold_out", "error", "lockstep_broken", "said",
-    "acquired", "released", "crash",
+    "acquired", "released", "crash", "retried", "gave_up",
 ]  # fmt: skip
 #: ``unknown``: the buyer vanished (killed, or the run was interrupted) before
 #: reporting an outcome, so it may or may not have bought.
-Outcome = Literal["bought", "sold_out", "error", "unknown"]
+#: ``gave_up``: an optimistic loser that stopped without buying, tickets left or not.
+Outcome = Literal["bought", "sold_out", "error", "unknown", "gave_up"]
 
-OUTCOMES: tuple[Outcome, ...] = ("bought", "sold_out", "error", "unknown")
+OUTCOMES: tuple[Outcome, ...] = ("bought", "sold_out", "error", "unknown", "gave_up")
 
 _LATENCY = re.compile(r"^\s*(?P<low>[0-9]*\.?[0-9]+)\s*(?:-\s*(?P<high>[0-9]*\.?[0-9]+))?\s*s?\s*$")
 #: One simulated network wait longer than this is a typo, not a lesson.
 MAX_LATENCY_S = 3600.0
 #: A count above this is a corrupt or hostile store, not a ticket sale (every store checks it).
 MAX_TICKETS = 1_000_000_000
+#: The one variant whose buyers run the learner's own program. Read only where a caller
+#: has not said so itself (``Result(own_program=None)``, ``run_header`` given a name):
+#: once the runner and the CLI pass it, this goes.
+OWN_PROGRAM_VARIANT = "custom"
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,9 @@ class Scenario:
     buyer_program: str | None = None
     #: for ``custom``: a purchase counts when the buyer's output matches this
     success_regex: str | None = None
+    #: for the engine variants: the user's own server (``--dsn``, ``--redis-url``); the
+    #: lab then uses only its own table or key prefix there. None: a private server
+    store_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,9 @@ class BuyerEvent:
     t: float
     count: int | None = None
     detail: str = ""
+    #: for an ``error``: why the buyer failed, as a type (None: the report did not say;
+    #: :attr:`Receipt.failure` then reads the exception's type name from ``detail``)
+    failure: Failure | None = None
 
 
 @dataclass(frozen=True)
@@ -144,8 +160,13 @@ class Receipt:
 
     @property
     def outcome(self) -> Outcome:
-        last = self._last("bought", "sold_out", "error")
+        last = self._last("bought", "sold_out", "error", "gave_up")
         return "unknown" if last is None else last.kind  # type: ignore[return-value]
+
+    @property
+    def retries(self) -> int:
+        """Attempts aborted and tried again (a serialization failure, a lost compare-and-set)."""
+        return sum(1 for e in self.events if e.kind == "retried")
 
     @property
     def searched(self) -> int | None:
@@ -169,6 +190,19 @@ class Receipt:
     def error(self) -> str | None:
         event = self._last("error")
         return None if event is None else event.detail
+
+    @property
+    def failure(self) -> Failure | None:
+        """Why this buyer failed (``None`` unless its outcome is an error)."""
+        event = self._last("error")
+        if event is None:
+            return None
+        return event.failure if event.failure is not None else Failure.of_detail(event.detail)
+
+    @property
+    def torn_read(self) -> bool:
+        """It failed reading data.json mid-write: another writer had emptied it."""
+        return self.outcome == "error" and self.failure is Failure.TORN_READ
 
     @property
     def t_read(self) -> float | None:
@@ -254,7 +288,32 @@ class Result:
     #: the stall the runner detected (e.g. a lock holder died), if any
     stalled: str | None = None
     #: the seller's or server's own account of the run, when the variant keeps one
-    ledger: Mapping[str, Any] | None = None
+    #: (its dict form, ``Stage.extra["ledger"]``, is accepted and converted)
+    ledger: Ledger | None = None
+    #: the buyers run the learner's own program (``custom``): its latency is its own, it
+    #: may report no ticket numbers, and only the tally judges it. None: decided from
+    #: ``variant`` (until every caller says it)
+    own_program: bool | None = None
+    #: the buyers ran on gated threads in an order a schedule chose (``lab explore``,
+    #: ``lab replay``): the interleaving, not the clock, decided. None: decided from
+    #: ``start_method`` (until every caller says it)
+    schedule_driven: bool | None = None
+    #: the engine's own orders ledger, (buyer, ticket) per sale it recorded; None when
+    #: the store keeps none (data.json holds only a count)
+    orders: tuple[tuple[int, int], ...] | None = None
+
+    def __post_init__(self) -> None:
+        ledger: object = self.ledger
+        if ledger is not None and not isinstance(ledger, Ledger):
+            if not isinstance(ledger, Mapping):
+                raise TypeError(
+                    f"ledger must be a Ledger or a mapping, not {type(ledger).__name__}"
+                )
+            object.__setattr__(self, "ledger", Ledger.from_stats(ledger))
+        if self.own_program is None:
+            object.__setattr__(self, "own_program", self.variant == OWN_PROGRAM_VARIANT)
+        if self.schedule_driven is None:
+            object.__setattr__(self, "schedule_driven", self.start_method.startswith("threads"))
 
     # -- tallies: every number the lab reports is derived here, once ----------------
 
@@ -281,6 +340,58 @@ class Result:
     @property
     def unknown(self) -> int:
         return self.count("unknown")
+
+    @property
+    def gave_up(self) -> int:
+        """Optimistic losers that stopped without buying."""
+        return self.count("gave_up")
+
+    @property
+    def retries(self) -> int:
+        """Attempts aborted and tried again, over all buyers."""
+        return sum(r.retries for r in self.receipts)
+
+    @property
+    def undersold(self) -> int:
+        """Tickets left unsold although that many buyers who wanted one gave up."""
+        if self.remaining is None:
+            return 0
+        return min(max(0, self.remaining), self.gave_up)
+
+    @property
+    def ledger_double_sold(self) -> int:
+        """Tickets the engine's own orders ledger records more than once."""
+        if self.orders is None:
+            return 0
+        return sum(1 for n in Counter(t for _, t in self.orders).values() if n > 1)
+
+    @property
+    def ledger_agrees(self) -> bool:
+        """The engine's orders agree with the count and the buyers (True without a ledger).
+
+        One order per ticket the count went down by; every confirmed sale has its
+        order; every order belongs to a confirmed sale or to a buyer whose outcome
+        is unknown (killed after the commit, before it reported).
+        """
+        if self.orders is None:
+            return True
+        if self.visible_sales is None or len(self.orders) != self.visible_sales:
+            return False
+        ordered = Counter(b for b, _ in self.orders)
+        for r in self.receipts:
+            if r.outcome == "bought" and ordered[r.buyer] != 1:
+                return False
+            if r.outcome not in ("bought", "unknown") and ordered[r.buyer]:
+                return False
+        return True
+
+    @property
+    def vanished(self) -> int:
+        """Buyers whose outcome is unknown though ``--crash`` did not kill them, at least 0.
+
+        They were cut off (an interrupt, a stall) after the gun and before reporting.
+        """
+        return max(0, self.unknown - self.killed)
 
     @property
     def oversold(self) -> int:
@@ -357,7 +468,7 @@ class Result:
         if self.remaining is None:
             return False
         balance = self.sold + self.remaining + self.unknown_consumed == self.tickets
-        return balance and self.unknown_consumed <= self.unknown
+        return balance and self.unknown_consumed <= self.unknown and self.ledger_agrees
 
     @cached_property
     def conflicts(self) -> tuple[Conflict, ...]:
@@ -390,10 +501,7 @@ class Result:
     @property
     def torn_reads(self) -> int:
         """Errors from reading data.json mid-write (a subset of ``errors``)."""
-        return sum(
-            1 for r in self.receipts
-            if r.outcome == "error" and (r.error or "").startswith("StoreCorrupted:")
-        )  # fmt: skip
+        return sum(1 for r in self.receipts if r.torn_read)
 
     @property
     def lockstep_broken(self) -> bool:
@@ -416,8 +524,49 @@ class Result:
 
     @property
     def raced(self) -> bool:
-        """The race left a visible mark: an oversell, a lost update, or a double sale."""
-        return self.oversold > 0 or (self.lost_updates or 0) != 0 or self.double_sold > 0
+        """The race left a mark: an oversell, a lost update (counting those a kill
+        hid, :attr:`hidden_lost_updates`), or a double sale.
+        """
+        return (
+            self.oversold > 0
+            or (self.lost_updates or 0) > 0
+            or self.hidden_lost_updates > 0
+            or self.double_sold > 0
+            or self.ledger_double_sold > 0
+        )
+
+    @property
+    def verdict(self) -> Verdict:
+        """The run in one word; the first that applies wins (see :class:`Verdict`).
+
+        Interrupted and stalled runs say so before anything else: their tallies
+        are partial. A file that went down by more than the sales and the
+        vanished buyers explain is a mismatch before it is anything else.
+        """
+        if self.interrupted:
+            return Verdict.INTERRUPTED
+        if self.stalled:
+            return Verdict.STALLED
+        unexplained = self.unknown_consumed > self.unknown
+        if self.remaining is not None and not self.lost_updates and unexplained:
+            return Verdict.MISMATCH
+        if self.oversold:
+            return Verdict.OVERSOLD
+        if self.lost_updates is None:
+            return Verdict.UNREADABLE
+        if self.lost_updates > 0:
+            return Verdict.LOST_UPDATES
+        if self.ledger_double_sold or not self.ledger_agrees:
+            return Verdict.MISMATCH
+        if self.errors:
+            return Verdict.ERRORS
+        if self.vanished:
+            return Verdict.UNKNOWN
+        if self.undersold:
+            return Verdict.UNDERSOLD
+        if self.killed:
+            return Verdict.HELD_DESPITE_KILLS
+        return Verdict.HOLDS
 
     def to_json(self) -> dict[str, Any]:
         """The machine-readable run, as ``lab run --json`` prints it."""
@@ -442,6 +591,12 @@ class Result:
             "unknown": self.unknown,
             "unknown_consumed": self.unknown_consumed,
             "hidden_lost_updates": self.hidden_lost_updates,
+            "gave_up": self.gave_up,
+            "undersold": self.undersold,
+            "retries": self.retries,
+            "orders": None if self.orders is None else [list(o) for o in self.orders],
+            "ledger_agrees": self.ledger_agrees,
+            "verdict": self.verdict.value,
             "killed": self.killed,
             "killed_in_critical_section": self.killed_in_critical_section,
             "accounted": self.accounted,

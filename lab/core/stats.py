@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lab.core.contracts import Expectation, RunsVerdict
 from lab.core.model import Result
 
 __all__ = ["ANOMALIES", "VariantStats", "case_label"]
@@ -44,10 +45,16 @@ class VariantStats:
     why: str
     caveat: str
     results: tuple[Result, ...]
+    undersells: bool = False
 
     @property
     def label(self) -> str:
         return case_label(self.variant, self.lock)
+
+    @property
+    def expectation(self) -> Expectation:
+        """What the variant is expected to do: races, holds, holds (slow), or yours to judge."""
+        return Expectation.of(self.expected_safe, self.caveat, self.undersells)
 
     @property
     def runs(self) -> int:
@@ -68,8 +75,8 @@ class VariantStats:
 
     @property
     def raced_runs(self) -> int:
-        """Runs that oversold, lost an update or double-sold a ticket."""
-        return sum(1 for r in self.results if r.raced or r.hidden_lost_updates)
+        """Runs that oversold, lost an update or double-sold a ticket (:attr:`Result.raced`)."""
+        return sum(1 for r in self.results if r.raced)
 
     @property
     def oversold_rate(self) -> float:
@@ -131,14 +138,14 @@ class VariantStats:
         return all(r.consistent and not r.raced for r in self.finished)
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> RunsVerdict:
         """``holds``; else what went wrong: ``races`` (oversell, lost update or
         double sale), ``hangs`` (a run stalled) or ``fails`` (buyers errored)."""
         if self.held:
-            return "holds"
+            return RunsVerdict.HOLDS
         if self.raced_runs:
-            return "races"
-        return "hangs" if self.hangs else "fails"
+            return RunsVerdict.RACES
+        return RunsVerdict.HANGS if self.hangs else RunsVerdict.FAILS
 
     @property
     def betrayed(self) -> bool:
@@ -165,7 +172,7 @@ class VariantStats:
             parts.append(f"hung in {self.hangs} runs")
         if self.unreadable_runs:
             parts.append(f"left data.json unreadable in {self.unreadable_runs} runs")
-        vanished = sum(r.unknown - r.killed for r in self.finished)
+        vanished = sum(r.vanished for r in self.finished)
         if vanished:
             parts.append(f"lost track of {vanished} buyers")
         if not parts:

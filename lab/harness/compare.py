@@ -100,5 +100,6 @@ def _stats(case: Case, results: list[Result]) -> VariantStats:
         expected_safe=v.safe,
         why=v.why,
         caveat=v.caveat,
+        undersells=v.undersells,
         results=tuple(results),
     )

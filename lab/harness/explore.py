@@ -50,7 +50,8 @@ from typing import Any
 from lab.buyer import Buyer, BuyerSpec, decode, signals_deferred, to_event
 from lab.core.errors import LabError, UsageError
 from lab.core.explored import Exploration, Outcome
-from lab.core.model import BuyerEvent, Latency, Result, Scenario, receipts_from_events
+from lab.core.model import BuyerEvent, Latency, Result, Scenario
+from lab.harness.result import build_result
 from lab.harness.runner import default_start_method
 from lab.stores.jsonfile import Store
 from lab.variants.protocol import RunEnv, Variant
@@ -298,29 +299,20 @@ class Gated:
         return [to_event(k, b, t - t0, c, d) for k, b, t, c, d in self._recorder.messages]
 
     def result(self, hang: str | None = None) -> Result:
-        names = {i: f"buyer {i}" for i in range(self.buyers)}
         events = self.events()
-        try:
-            final_text = self.store.read_text()
-            remaining: int | None = self.store.parse(final_text)
-            problem = None
-        except LabError as exc:
-            final_text, remaining, problem = "", None, str(exc)
-        return Result(
-            variant=self.variant.name,
-            scenario=self.scenario,
+        return build_result(
+            self.variant,
+            self.scenario,
+            buyers=self.buyers,
             tickets=self.tickets,
-            remaining=remaining,
-            receipts=receipts_from_events(names, events),
+            events=events,
+            final=self.store.snapshot(),
             elapsed_s=max((e.t for e in events), default=0.0),
-            data_path=str(self.store.path),
             seed=0,
             start_method="threads (lab explore)",
-            expected_safe=self.variant.safe,
-            final_text=final_text,
-            final_problem=problem,
             lock=self.scenario.lock if self.variant.locks else None,
             stalled=hang,
+            schedule_driven=True,
         )
 
 

@@ -36,7 +36,7 @@ from functools import partial
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, TypeAlias
 
 from lab.buyer import (
     BuyerSpec,
@@ -47,8 +47,12 @@ from lab.buyer import (
     to_event,
 )
 from lab.core.errors import LabError, StoreCorrupted, UsageError
-from lab.core.model import BuyerEvent, Result, Scenario, receipts_from_events
+from lab.core.model import BuyerEvent, Result, Scenario
+from lab.harness._procs import ForkedProcess
+from lab.harness.result import build_result
+from lab.stores import open_store
 from lab.stores.jsonfile import Store
+from lab.stores.protocol import Snapshot, StorePlace, TicketStore
 from lab.stores.rundirs import new_run_dir
 from lab.variants.protocol import MpContext, RunEnv, Stage, Variant
 
@@ -127,21 +131,6 @@ def check_data(data: Path, scenario: Scenario) -> None:
         store.read()
 
 
-def _untrack(proc: BaseProcess) -> None:
-    """Stop multiprocessing polling this child on every later ``start()``.
-
-    ``Process.start()`` first polls every live child it tracks (``_cleanup``),
-    so holding 1,000 buyers at the start gun costs ~500,000 ``waitpid`` calls
-    and about a second of forking. The runner tracks and reaps its buyers
-    itself (``_reap``, in ``finally``), so it takes them off that list. The
-    list is private; where it is missing this does nothing and forking is
-    merely slower.
-    """
-    children = getattr(multiprocessing.process, "_children", None)
-    if isinstance(children, set):
-        children.discard(proc)
-
-
 #: One OS process per buyer: beyond this a 2-core, 24 GiB machine runs out of
 #: memory and patience before it runs out of tickets.
 PROCESS_PER_BUYER_MAX = 5000
@@ -175,7 +164,7 @@ def _stall_message(events: list[BuyerEvent], lock: str | None, timeout: float, w
     return f"no buyer made progress for {timeout:g} s; {waiting} still waiting"
 
 
-def _reap(procs: list[BaseProcess], *, grace: float) -> None:
+def _reap(procs: list[Child], *, grace: float) -> None:
     """Make sure no child outlives the run: join, terminate stragglers, kill the stubborn.
 
     Idempotent: reaped processes leave ``procs``, so a second call (a second
@@ -248,37 +237,54 @@ def run(
         # created (not --data, not a run directory). The store is a name only;
         # the report names the server's data file, from its ledger.
         return _run_locked(variant, scenario, Store(_SERVER_DATA), data=None, **kw)
-    held: _Closable
-    fresh: Path | None = None
-    if data is None:
-        run_dir = new_run_dir()
-        held, fresh = run_dir, run_dir.path
-        store = Store(run_dir.path / "data.json")
-    else:
-        store = Store(data)
+    if data is not None and variant.store != "json":
+        raise UsageError(f"--data: {variant.name} keeps its tickets in {variant.store}, not a file")
+    if data is not None:
         check_data(data, scenario)
-        # Forked buyers inherit the claim: it lasts until the last of them is gone.
-        held = store.claim()
+    # A fresh run directory unless the user gave data.json: a database file or a
+    # private server's data lives there, and it goes if the run is refused.
+    run_dir = new_run_dir() if data is None else None
+    place = StorePlace(
+        run_dir=run_dir.path if run_dir is not None else None,
+        data=data,
+        url=scenario.store_url,
+        timeout=_store_timeout(scenario),
+    )
     try:
-        return _run_locked(variant, scenario, store, data=data, **kw)
+        with open_store(variant.store, place) as store:
+            # Forked buyers inherit the claim: it lasts until the last of them is gone.
+            claim = store.claim()
+            try:
+                return _run_locked(variant, scenario, store, data=data, **kw)
+            finally:
+                # Closes this process's descriptor only (never an unlock): buyers
+                # that outlive the runner still hold the claim.
+                claim.close()
     except UsageError:
-        if fresh is not None:
-            # A bad option the variant found in its stage, before any buyer or
-            # helper was started: a refused run leaves no directory behind.
-            shutil.rmtree(fresh, ignore_errors=True)
+        if run_dir is not None:
+            # A bad option the variant or the store found before any buyer was
+            # started: a refused run leaves no directory behind.
+            shutil.rmtree(run_dir.path, ignore_errors=True)
         raise
     finally:
-        # Closes this process's descriptor only (never LOCK_UN): buyers that
-        # outlive the runner still hold the claim and the run directory.
-        held.close()
+        if run_dir is not None:
+            run_dir.close()
 
+
+def _store_timeout(scenario: Scenario) -> float:
+    """How long a buyer may wait on the store (a busy database, a row lock): behind everyone."""
+    return 30.0 + scenario.buyers * (scenario.latency.high + 0.05 + scenario.arrival)
+
+
+#: A buyer process: forked directly, or a multiprocessing Process (spawn, forkserver).
+Child: TypeAlias = ForkedProcess | BaseProcess
 
 #: The name a ``--connect`` run's store carries: never opened, never created.
 _SERVER_DATA = Path("(the server's data file)")
 
 
-class _Closable(Protocol):
-    def close(self) -> None: ...
+#: Backends that live on a server the user may name (--dsn, --redis-url).
+_SERVER_STORES = frozenset({"postgres", "redis", "redis-cluster"})
 
 
 def refuse_early(variant: Variant, scenario: Scenario) -> None:
@@ -294,6 +300,12 @@ def refuse_early(variant: Variant, scenario: Scenario) -> None:
             f"--buyers: {variant.name} runs each buyer in its own process; at most "
             f"{PROCESS_PER_BUYER_MAX} (server variants seat many buyers per process)"
         )
+    if scenario.store_url is not None and variant.store not in _SERVER_STORES:
+        option = "--redis-url" if scenario.store_url.startswith(("redis", "rediss")) else "--dsn"
+        raise UsageError(
+            f"{option}: {variant.name} keeps its tickets in "
+            f"{'data.json' if variant.store == 'json' else variant.store}, not on a server"
+        )
     variant.check(scenario)
 
 
@@ -306,7 +318,7 @@ class _Collector:
         self.n = n
         self.events: list[BuyerEvent] = []
         self.done: set[int] = set()
-        self.procs: list[BaseProcess] = []
+        self.procs: list[Child] = []
         self.seated: list[list[int]] = []  # buyer indices hosted by each process
         self.t0: float | None = None
         self.last_progress = time.monotonic()
@@ -374,7 +386,7 @@ def _seats(stage: Stage, specs: list[BuyerSpec]) -> list[tuple[BuyerSpec, tuple[
 def _run_locked(
     variant: Variant,
     scenario: Scenario,
-    store: Store,
+    store: TicketStore,
     *,
     data: Path | None,
     observer: Observer,
@@ -391,7 +403,7 @@ def _run_locked(
         tickets = 0
     elif data is None or scenario.tickets is not None:
         tickets = scenario.tickets if scenario.tickets is not None else 1
-        store.reset(tickets)
+        store.seed(tickets)
     else:
         tickets = store.read()
 
@@ -442,8 +454,10 @@ def _run_locked(
     parent_pid = None if method == "forkserver" else os.getpid()
     prepare_parent_death()
 
-    def fork(stage: Stage, group: list[BuyerSpec], barrier: Any) -> BaseProcess:
-        proc: BaseProcess = mp.Process(
+    def fork(stage: Stage, group: list[BuyerSpec], barrier: Any) -> Child:
+        # Under fork, os.fork() directly (lab.harness._procs says why); else a Process.
+        make = ForkedProcess if method == "fork" else mp.Process
+        proc: Child = make(
             target=buyer_main,
             args=(
                 stage.program,
@@ -457,11 +471,10 @@ def _run_locked(
                 parent_pid,
             ),
             name=f"lab-buyer-{group[0].index}",
-            daemon=True,
+            **({} if method == "fork" else {"daemon": True}),
         )
         with signals_deferred():  # the child unblocks them first thing (buyer_main)
             proc.start()
-            _untrack(proc)
             box.procs.append(proc)
             box.seated.append([spec.index for spec in group])
         return proc
@@ -527,50 +540,44 @@ def _run_locked(
         reader.close()
     if box.temps:
         # Every buyer is reaped: a killed writer's temp file can no longer be renamed.
-        store.remove_temps(box.temps)
+        store.discard(box.temps)
 
     if t_end is None:
         t_end = time.monotonic()
-    final_text = ""
-    remaining: int | None = None
-    final_problem: str | None = None
-    data_path = str(store.path)
-    if scenario.connect is None:
-        try:
-            final_text = store.read_text()
-            remaining = store.parse(final_text)
-        except StoreCorrupted as exc:
-            remaining, final_problem = None, exc.problem
-    elif not isinstance(ledger, dict) or "error" in ledger:
-        # Tally against the file the buyers really used: the server's.
-        final_problem = "the server's ledger could not be read"
-        if isinstance(ledger, dict):
-            final_problem += f": {ledger['error']}"
-    else:
-        before, after = ledger.get("tickets_before"), ledger.get("remaining")
-        tickets = before if isinstance(before, int) else tickets
-        remaining = after if isinstance(after, int) else None
-        final_problem = ledger.get("problem") if remaining is None else None
-        final_text = "" if remaining is None else json.dumps({"ticket_num": remaining})
-        data_path = server_data_path(ledger)
-
-    return Result(
-        variant=variant.name,
-        scenario=scenario,
+    # A --connect run's buyers used the server's data.json: tally against its own account.
+    final = store.snapshot() if scenario.connect is None else server_snapshot(ledger)
+    return build_result(
+        variant,
+        scenario,
+        buyers=n,
         tickets=tickets,
-        remaining=remaining,
-        receipts=receipts_from_events(names, box.events),
+        events=box.events,
+        final=final,
         elapsed_s=(t_end - box.t0) if box.t0 is not None else 0.0,
-        data_path=data_path,
         seed=seed,
         start_method=method,
-        expected_safe=variant.safe,
-        final_text=final_text,
-        final_problem=final_problem,
         lock=lock_name,
         interrupted=interrupted,
         stalled=stalled,
         ledger=ledger,
+    )
+
+
+def server_snapshot(ledger: object) -> Snapshot:
+    """A ``--connect`` run's final store, from the server's ledger (its ``stats``)."""
+    if not isinstance(ledger, dict) or "error" in ledger:
+        problem = "the server's ledger could not be read"
+        if isinstance(ledger, dict):
+            problem += f": {ledger['error']}"
+        return Snapshot(remaining=None, problem=problem, where="the server's data file")
+    before, after = ledger.get("tickets_before"), ledger.get("remaining")
+    remaining = after if isinstance(after, int) else None
+    return Snapshot(
+        remaining=remaining,
+        text="" if remaining is None else json.dumps({"ticket_num": remaining}),
+        problem=ledger.get("problem") if remaining is None else None,
+        where=server_data_path(ledger),
+        tickets=before if isinstance(before, int) else None,
     )
 
 
@@ -587,7 +594,7 @@ def server_data_path(ledger: dict[str, Any]) -> str:
     return f"{path} (on {server}, mode {mode})" if mode else f"{path} (on {server})"
 
 
-def _await_ready(ready: Any, n: int, procs: list[BaseProcess], timeout: float) -> None:
+def _await_ready(ready: Any, n: int, procs: list[Child], timeout: float) -> None:
     """Wait until every buyer has posted that it is at the gun."""
     deadline = time.monotonic() + timeout
     for count in range(n):

@@ -26,14 +26,15 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from lab.core.errors import DataFileBusy, StoreCorrupted, TornRead
 from lab.core.model import MAX_TICKETS
 from lab.core.paths import describe_mode
+from lab.stores.protocol import Snapshot, StorePlace
 
-__all__ = ["MAX_TICKETS", "Claim", "Store"]
+__all__ = ["MAX_TICKETS", "Claim", "Store", "open_store"]
 
 #: data.json is a few bytes; refuse to slurp something huge by mistake.
 _MAX_BYTES = 64 * 1024
@@ -341,6 +342,30 @@ class Store:
                     removed += 1
         return removed
 
+    # -- the TicketStore contract (lab.stores.protocol) ------------------------------
+
+    def for_buyer(self, step: Callable[[str], None]) -> Store:
+        """This store as one buyer uses it: calling back at its own steps ("mid-write")."""
+        return Store(self.path, step=step)
+
+    def seed(self, tickets: int) -> None:
+        """``--tickets``: :meth:`reset` (an unreadable file is backed up first)."""
+        self.reset(tickets)
+
+    def discard(self, leftovers: Sequence[str]) -> None:
+        """Remove killed writers' temporary files, by the exact names they reported."""
+        self.remove_temps(list(leftovers))
+
+    def snapshot(self) -> Snapshot:
+        """data.json at the end of a run: its count and text, or why it cannot be read."""
+        text = ""
+        try:
+            text = self.read_text()
+            return Snapshot(remaining=self.parse(text), text=text, where=str(self.path))
+        except StoreCorrupted as exc:
+            # The text, when it could be read, shows the learner what broke.
+            return Snapshot(remaining=None, text=text, problem=exc.problem, where=str(self.path))
+
     @staticmethod
     def _mode(target: Path) -> int:
         try:
@@ -402,3 +427,13 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, ValueError):
         return "the path holds a NUL byte"
     return type(exc).__name__
+
+
+@contextlib.contextmanager
+def open_store(place: StorePlace) -> Iterator[Store]:
+    """data.json given with --data, or a fresh one in the run's directory."""
+    if place.data is not None:
+        yield Store(place.data)
+    else:
+        assert place.run_dir is not None, "a fresh data.json needs a run directory"
+        yield Store(place.run_dir / "data.json")

@@ -33,12 +33,16 @@ KEEP = 20
 MARKER = ".lab-run"
 _MARKER_TEXT = b"made by lab: a run directory, removed by `lab clean` or when 20 newer exist\n"
 _PREFIX = "lab-"
-#: Names a run writes inside its directory: data.json, its locks, its temps, a backup.
+#: Names a run writes inside its directory: data.json, its locks, its temps, a
+#: backup; an engine's database file and its companions; a private server's logs
+#: and cluster config (its data directory is removed when the server stops).
 _OURS = re.compile(
     r"(data\.json|data\.json\.lock|data\.json\.run\.lock|\.data\.json\.\d+-\d+\.tmp|"
-    + re.escape(MARKER)
-    + r")\Z"
+    r"tickets\.sqlite3(-wal|-shm|-journal|\.run\.lock)?|"
+    r"(postgres|redis)[-\w]*\.(log|conf)|nodes-\d+\.conf|" + re.escape(MARKER) + r")\Z"
 )
+#: Subdirectories a run may make for a private server's files: the same names inside.
+_OUR_DIRS = frozenset({"postgres", "redis", "redis-cluster"})
 
 
 class RunDir:
@@ -129,6 +133,23 @@ def _idle(path: Path) -> Iterator[bool]:
         os.close(fd)
 
 
+def _only_ours(path: Path, names: list[str]) -> bool:
+    """Whether every name is one a run writes (a server's subdirectory: one level deep)."""
+    for name in names:
+        if _OURS.match(name):
+            continue
+        child = path / name
+        if name not in _OUR_DIRS or child.is_symlink() or not child.is_dir():
+            return False
+        try:
+            inner = os.listdir(child)
+        except OSError:
+            return False
+        if any(not _OURS.match(n) or not (child / n).is_file() for n in inner):
+            return False
+    return True
+
+
 def _remove(path: Path) -> bool:
     """Remove a marked, idle run directory; leave it if it holds anything not ours."""
     with _idle(path) as idle:
@@ -138,13 +159,19 @@ def _remove(path: Path) -> bool:
             names = os.listdir(path)
         except OSError:
             return False
-        if any(not _OURS.match(name) for name in names):
+        if not _only_ours(path, names):
             return False  # something the lab did not make: not ours to delete
         for name in names:
             child = path / name
             with contextlib.suppress(OSError):
-                if stat.S_ISREG(os.lstat(child).st_mode):
+                mode = os.lstat(child).st_mode
+                if stat.S_ISREG(mode):
                     os.unlink(child)
+                elif stat.S_ISDIR(mode):
+                    for inner in os.listdir(child):
+                        if stat.S_ISREG(os.lstat(child / inner).st_mode):
+                            os.unlink(child / inner)
+                    os.rmdir(child)
     try:
         os.rmdir(path)
     except OSError:

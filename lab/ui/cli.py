@@ -196,6 +196,20 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
         help="for server variants: the shared secret (default: $LAB_TOKEN)",
     )
     p.add_argument(
+        "--dsn",
+        type=_store_url("--dsn"),
+        metavar="DSN",
+        help="for pg-* variants: your own PostgreSQL (default: $LAB_DSN, else a private "
+        "throw-away server); the lab uses only its tables lab_tickets and lab_orders there",
+    )
+    p.add_argument(
+        "--redis-url",
+        type=_store_url("--redis-url"),
+        metavar="URL",
+        help="for redis-*/cluster-* variants: your own Redis (default: $LAB_REDIS_URL, else a "
+        "private throw-away server); the lab uses only keys under lab:{tickets}: there",
+    )
+    p.add_argument(
         "--start-method",
         choices=["fork", "spawn", "forkserver"],
         help="multiprocessing start method (default fork where available)",
@@ -395,6 +409,40 @@ _SCENARIO_FLAGS = (
 )  # fmt: skip
 
 
+#: A DSN or URL longer than this is a mistake (or an attack), not a server.
+_MAX_URL_CHARS = 2048
+
+
+def _store_url(option: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not text.strip() or len(text) > _MAX_URL_CHARS or "\x00" in text:
+            raise argparse.ArgumentTypeError(
+                f"expected a server address of 1 to {_MAX_URL_CHARS} characters"
+            )
+        return text
+
+    parse.__name__ = option  # argparse names the type in its message
+    return parse
+
+
+def _store_url_of(args: argparse.Namespace) -> str | None:
+    """--dsn or --redis-url (or $LAB_DSN / $LAB_REDIS_URL): at most one server."""
+    dsn, url = getattr(args, "dsn", None), getattr(args, "redis_url", None)
+    if dsn is not None and url is not None:
+        raise UsageError("--dsn and --redis-url: give one server, not both")
+    if dsn is not None or url is not None:
+        return dsn if dsn is not None else url
+    variant = getattr(args, "variant", None) or ""
+    env = "LAB_REDIS_URL" if variant.startswith(("redis", "cluster")) else "LAB_DSN"
+    value = os.environ.get(env) if variant.startswith(("pg-", "redis", "cluster")) else None
+    if not value:
+        return None
+    try:
+        return _store_url(f"${env}")(value)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"${env}: {exc}") from None
+
+
 def _scenario(args: argparse.Namespace) -> Scenario:
     base = scenarios.load(args.scenario) if args.scenario else Scenario()
     overrides = {f: getattr(args, f) for f in _SCENARIO_FLAGS if getattr(args, f, None) is not None}
@@ -404,6 +452,9 @@ def _scenario(args: argparse.Namespace) -> Scenario:
         check_token(overrides["token"], "--token")
     elif os.environ.get("LAB_TOKEN"):  # empty counts as unset, as in `lab serve`
         overrides["token"] = check_token(os.environ["LAB_TOKEN"], "$LAB_TOKEN")
+    store_url = _store_url_of(args)
+    if store_url is not None:
+        overrides["store_url"] = store_url
     scenario = dataclasses.replace(base, **overrides)
     scenarios.check_bounds(scenario)
     return scenario
@@ -464,7 +515,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from rich.text import Text  # noqa: PLC0415 - lazy, as every command's own imports below
 
     from lab.harness.compare import Case  # noqa: PLC0415
-    from lab.harness.runner import check_data, run, with_seed  # noqa: PLC0415
+    from lab.harness.runner import check_data, refuse_early, run, with_seed  # noqa: PLC0415
     from lab.ui import render, report_html  # noqa: PLC0415
     from lab.ui.progress import LiveProgress  # noqa: PLC0415
     from lab.ui.timeline import TimelineView  # noqa: PLC0415
@@ -484,8 +535,10 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         verbose=args.verbose and not args.json,
         bar=console.is_terminal and not args.json and not args.verbose,
     )
+    # One line, before the header, for an option this variant refuses or a bad --data.
+    refuse_early(variant, scenario)
     if args.data is not None:
-        check_data(args.data, scenario)  # one line, before the header, for a bad --data
+        check_data(args.data, scenario)
     if not args.json:
         lock = scenario.lock if variant.locks else None
         tickets: int | str = 1

@@ -15,9 +15,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from lab.core.contracts import VariantInfo
+from lab.core.contracts import Expectation, Ledger, VariantInfo, Verdict
 from lab.core.explored import Exploration
-from lab.core.model import BuyerEvent, Result, Scenario
+from lab.core.model import OWN_PROGRAM_VARIANT, BuyerEvent, Result, Scenario
 from lab.core.stats import ANOMALIES, VariantStats
 
 __all__ = [
@@ -90,6 +90,8 @@ def event_line(event: BuyerEvent, lang: Lang = "en") -> Text:
             "acquired": f"{who}拿到了锁",
             "released": f"{who}释放了锁",
             "crash": f"{who}被杀死 ({event.detail})",
+            "retried": f"{who}冲突, 重试 ({event.detail})",
+            "gave_up": f"{who}冲突, 放弃 ({event.detail})",
         }
     else:
         words = {
@@ -105,61 +107,93 @@ def event_line(event: BuyerEvent, lang: Lang = "en") -> Text:
             "acquired": f"{who} took the lock",
             "released": f"{who} released the lock",
             "crash": f"{who} was killed by --crash ({event.detail})",
+            "retried": f"{who} lost a conflict and retries ({event.detail})",
+            "gave_up": f"{who} lost a conflict and gave up ({event.detail})",
         }
-    style = {"bought": "green", "sold_out": "yellow", "error": "red", "crash": "magenta"}.get(
-        event.kind, "dim" if event.kind in ("acquired", "released") else ""
-    )
+    style = {
+        "bought": "green",
+        "sold_out": "yellow",
+        "error": "red",
+        "crash": "magenta",
+        "gave_up": "yellow",
+        "retried": "yellow",
+    }.get(event.kind, "dim" if event.kind in ("acquired", "released") else "")
     return stamp + Text(words[event.kind], style=style)
 
 
 def verdict(result: Result, lang: Lang = "en") -> Text:
-    """The run in one plain sentence: oversold, lost updates, errors, or consistent."""
+    """The run in one plain sentence: :attr:`Result.verdict`, in words and a colour."""
     r = result
     zh = lang == "zh"
-    if r.interrupted:
-        head = Text("中断: " if zh else "INTERRUPTED: ", style="bold yellow")
-        return head + Text(f"{r.sold} sold before the run was stopped; this tally is partial")
-    if r.stalled:
-        return Text("STALLED: ", style="bold red") + Text(r.stalled)
-    if r.remaining is not None and not r.lost_updates and r.unknown_consumed > r.unknown:
-        return Text(
-            f"MISMATCH: data.json went down by {r.unknown_consumed} more than the {r.sold} "
-            "sales reported, and no vanished buyer can account for it",
-            style="bold red",
-        )
-    if r.oversold:
-        if zh:
-            return Text(f"超卖: {r.tickets}张票卖了{r.sold}次", style="bold red")
-        return Text(
-            f"OVERSOLD: {_plural(r.tickets, 'ticket')} sold {r.sold} times", style="bold red"
-        )
-    lost = r.lost_updates
-    if lost is None:
-        return Text(f"UNREADABLE: data.json at the end {r.final_problem}", style="bold red")
-    if lost > 0:
-        gone = r.tickets - (r.remaining or 0)
-        if zh:
-            return Text(f"丢失更新: 卖出{r.sold}张, 但data.json只减少了{gone}张", style="bold red")
-        return Text(
-            f"LOST UPDATES: {r.sold} sold, but data.json went down by only {gone} "
-            f"({r.remaining} of {r.tickets} still on offer)",
-            style="bold red",
-        )
-    if r.errors:
-        if zh:
-            return Text(f"出错: {r.buyers}个用户中{r.errors}个失败", style="bold red")
-        return Text(f"ERRORS: {r.errors} of {r.buyers} buyers failed", style="bold red")
-    if r.unknown > r.killed:
-        return Text(f"UNKNOWN: {r.unknown} buyers vanished before reporting", style="bold yellow")
-    if r.killed:
-        return Text(
-            f"consistent despite {_plural(r.killed, 'killed buyer')}: {r.sold} sold, "
-            f"{r.remaining} remaining, {r.unknown_consumed} taken by killed buyers",
-            style="bold green",
-        )
-    if zh:
-        return Text(f"一致: 卖出{r.sold}张, 剩余{r.remaining}张", style="bold green")
-    return Text(f"consistent: {r.sold} sold, {r.remaining} remaining", style="bold green")
+    match r.verdict:
+        case Verdict.INTERRUPTED:
+            head = Text("中断: " if zh else "INTERRUPTED: ", style="bold yellow")
+            return head + Text(f"{r.sold} sold before the run was stopped; this tally is partial")
+        case Verdict.STALLED:
+            return Text("STALLED: ", style="bold red") + Text(r.stalled or "")
+        case Verdict.MISMATCH if r.orders is not None and (
+            r.ledger_double_sold or not r.ledger_agrees
+        ):
+            return Text(
+                f"MISMATCH: the engine's orders ledger ({len(r.orders)} orders, "
+                f"{r.ledger_double_sold} tickets recorded twice) disagrees with the count "
+                f"({r.visible_sales} sold by the count) or with the buyers' reports",
+                style="bold red",
+            )
+        case Verdict.MISMATCH:
+            return Text(
+                f"MISMATCH: data.json went down by {r.unknown_consumed} more than the {r.sold} "
+                "sales reported, and no vanished buyer can account for it",
+                style="bold red",
+            )
+        case Verdict.OVERSOLD:
+            if zh:
+                return Text(f"超卖: {r.tickets}张票卖了{r.sold}次", style="bold red")
+            return Text(
+                f"OVERSOLD: {_plural(r.tickets, 'ticket')} sold {r.sold} times", style="bold red"
+            )
+        case Verdict.UNREADABLE:
+            return Text(f"UNREADABLE: data.json at the end {r.final_problem}", style="bold red")
+        case Verdict.LOST_UPDATES:
+            gone = r.visible_sales or 0
+            if zh:
+                return Text(
+                    f"丢失更新: 卖出{r.sold}张, 但data.json只减少了{gone}张", style="bold red"
+                )
+            return Text(
+                f"LOST UPDATES: {r.sold} sold, but data.json went down by only {gone} "
+                f"({r.remaining} of {r.tickets} still on offer)",
+                style="bold red",
+            )
+        case Verdict.ERRORS:
+            if zh:
+                return Text(f"出错: {r.buyers}个用户中{r.errors}个失败", style="bold red")
+            return Text(f"ERRORS: {r.errors} of {r.buyers} buyers failed", style="bold red")
+        case Verdict.UNKNOWN:
+            return Text(
+                f"UNKNOWN: {r.unknown} buyers vanished before reporting", style="bold yellow"
+            )
+        case Verdict.HELD_DESPITE_KILLS:
+            return Text(
+                f"consistent despite {_plural(r.killed, 'killed buyer')}: {r.sold} sold, "
+                f"{r.remaining} remaining, {r.unknown_consumed} taken by killed buyers",
+                style="bold green",
+            )
+        case Verdict.UNDERSOLD:
+            if zh:
+                return Text(
+                    f"少卖: 数据一致, 但还剩{r.remaining}张票, {r.gave_up}个想买的用户放弃了",
+                    style="bold yellow",
+                )
+            return Text(
+                f"UNDERSOLD: consistent, but {_plural(r.undersold, 'ticket')} unsold although "
+                f"{r.gave_up} buyers wanted one (they lost a compare-and-set and did not retry)",
+                style="bold yellow",
+            )
+        case Verdict.HOLDS:
+            if zh:
+                return Text(f"一致: 卖出{r.sold}张, 剩余{r.remaining}张", style="bold green")
+            return Text(f"consistent: {r.sold} sold, {r.remaining} remaining", style="bold green")
 
 
 def evidence(result: Result) -> list[str]:
@@ -198,7 +232,7 @@ def evidence(result: Result) -> list[str]:
             f"Buyer {first_err.buyer} failed: {first_err.error}"
             + (f" ({len(torn) - 1} more like it)" if len(torn) > 1 else "")
         )
-        if any("empty" in (x.error or "") for x in torn):
+        if any(x.torn_read for x in torn):
             lines.append(
                 "A torn read: the notes' open('w') empties data.json before json.dump refills it, "
                 "and a buyer read it in between."
@@ -235,13 +269,13 @@ def evidence(result: Result) -> list[str]:
             )
     if r.stalled:
         lines.append("The runner stopped the stalled buyers and reaped every process.")
-    if r.variant == "custom" and r.visible_sales is not None and r.unknown_consumed and not r.sold:
+    if r.own_program and r.visible_sales is not None and r.unknown_consumed and not r.sold:
         lines.append(
             "data.json went down, but no buyer reported a sale: does your function return "
             "something truthy for a sale, or should --success-regex match what it prints?"
         )
     if r.consistent and not r.raced:
-        if r.variant == "custom":
+        if r.own_program:
             lines.append(
                 "Your program held this time; --repeat and --lockstep make a race likelier."
             )
@@ -266,14 +300,30 @@ def evidence(result: Result) -> list[str]:
 
 
 def run_header(
-    variant: str, scenario: Scenario, tickets: int | str, seed: int | str, lock: str | None
+    variant: str | VariantInfo,
+    scenario: Scenario,
+    tickets: int | str,
+    seed: int | str,
+    lock: str | None,
+    *,
+    own_program: bool | None = None,
 ) -> Text:
-    """One line saying what is about to run (or ran)."""
-    parts = [variant + (f" (--lock {lock})" if lock else ""), _plural(scenario.buyers, "buyer")]
+    """One line saying what is about to run (or ran).
+
+    ``own_program``: the buyers run the learner's program, whose latency is its
+    own. When None it is read from ``variant``: a :class:`VariantInfo` says it
+    (:class:`Expectation` ``YOURS``); for a bare name the core decides
+    (:data:`~lab.core.model.OWN_PROGRAM_VARIANT`, until every caller passes it).
+    """
+    name = variant if isinstance(variant, str) else variant.name
+    if own_program is None:
+        if isinstance(variant, str):
+            own_program = variant == OWN_PROGRAM_VARIANT
+        else:
+            own_program = _expectation(variant) is Expectation.YOURS
+    parts = [name + (f" (--lock {lock})" if lock else ""), _plural(scenario.buyers, "buyer")]
     parts.append(_plural(tickets, "ticket") if isinstance(tickets, int) else f"{tickets} tickets")
-    parts.append(
-        "latency: your program's own" if variant == "custom" else f"latency {scenario.latency}"
-    )
+    parts.append("latency: your program's own" if own_program else f"latency {scenario.latency}")
     if scenario.lockstep:
         parts.append("lockstep")
     parts.append(f"seed {seed}")
@@ -294,8 +344,8 @@ def _tally_table(r: Result) -> Table:
     }
     if r.killed:
         columns["killed"] = r.killed  # their sales and the books are in the sentence above
-    if r.unknown > r.killed:
-        columns["vanished"] = r.unknown - r.killed
+    if r.vanished:
+        columns["vanished"] = r.vanished
     for name in columns:
         table.add_column(name, justify="right")
     bad = {"oversold", "lost updates", "double-sold", "errors", "unknown"}
@@ -326,9 +376,13 @@ def _receipts_table(r: Result) -> Table:
         # Show the evidence first: double-sold buyers, then failures, then the rest.
         rows.sort(key=lambda x: (x.buyer not in contested, x.outcome != "error", x.buyer))
     for x in rows[:TABLE_ROWS]:
-        style = {"bought": "green", "sold_out": "yellow", "error": "red", "unknown": "magenta"}[
-            x.outcome
-        ]
+        style = {
+            "bought": "green",
+            "sold_out": "yellow",
+            "error": "red",
+            "unknown": "magenta",
+            "gave_up": "yellow",
+        }[x.outcome]
         ticket = (
             f"#{x.ticket}" + (" (double)" if x.buyer in contested else "")
             if x.ticket is not None
@@ -349,18 +403,20 @@ def _receipts_table(r: Result) -> Table:
     return table
 
 
-def _ledger_line(ledger: Mapping[str, object]) -> Text:
+def _ledger_line(ledger: Ledger) -> Text:
     """The server's own account of the run, next to the buyers' (clients may disagree with it)."""
-    keys = [
-        ("sold", "sold"),
-        ("sold_out", "sold out"),
-        ("remaining", "remaining"),
-        ("lost_updates", "lost updates"),
-        ("errors", "errors"),
-        ("peak_connections", "peak connections"),
-    ]
-    shown = " · ".join(f"{label} {ledger[k]}" for k, label in keys if ledger.get(k) is not None)
-    where = ledger.get("server")
+    counts: tuple[tuple[str, int | None], ...] = ()
+    if ledger.error is None:  # an unreadable account has no counts to show
+        counts = (
+            ("sold", ledger.sold),
+            ("sold out", ledger.sold_out),
+            ("remaining", ledger.remaining),
+            ("lost updates", ledger.lost_updates),
+            ("errors", ledger.errors),
+            ("peak connections", ledger.peak_connections),
+        )
+    shown = " · ".join(f"{label} {n}" for label, n in counts if n is not None)
+    where = ledger.server
     head = f"server ledger{f' ({where})' if where else ''}: "
     return Text("\n" + head, style="bold") + Text(shown or "(empty)")
 
@@ -374,8 +430,8 @@ def render_result(
     body.append_text(verdict(r, lang))
     for sentence in evidence(r):
         body.append("\n" + sentence)
-    if r.variant == "custom":
-        title = "custom: your program, judged by the tally"
+    if r.own_program:
+        title = f"{r.variant}: your program, judged by the tally"
     else:
         title = f"{r.variant}: {'expected to hold' if r.expected_safe else 'expected to race'}"
     border = "green" if r.consistent else "red"
@@ -383,17 +439,20 @@ def render_result(
         Panel(body, title=title, title_align="left", border_style=border),
     ]
     if header:
-        parts.insert(0, run_header(r.variant, r.scenario, r.tickets, r.seed, r.lock))
+        parts.insert(
+            0,
+            run_header(r.variant, r.scenario, r.tickets, r.seed, r.lock, own_program=r.own_program),
+        )
     if table if table is not None else r.buyers <= TABLE_ROWS or not r.consistent:
         parts.append(_receipts_table(r))
     parts.append(Text())
     parts.append(_tally_table(r))
-    if r.ledger:
+    if r.ledger is not None:
         parts.append(_ledger_line(r.ledger))
-    where = Text(f"\ndata.json: {r.data_path}\n", style="dim")
+    where = Text(f"\n{'data.json' if r.orders is None else 'store'}: {r.data_path}\n", style="dim")
     where.append(f"now holds: {r.final_text.strip() or '(empty)'}", style="")
     parts.append(where)
-    if r.start_method.startswith("threads"):
+    if r.schedule_driven:
         parts.append(
             Text("a schedule-driven run: the interleaving, not the clock, decided", style="dim")
         )
@@ -407,6 +466,10 @@ def render_result(
     return Group(*parts)
 
 
+def _expectation(variant: VariantInfo) -> Expectation:
+    return Expectation.of(variant.safe, variant.caveat, variant.undersells)
+
+
 def variants_table(variants: Mapping[str, VariantInfo]) -> Table:
     """``lab variants``: each variant, whether it should hold, and why."""
     table = Table(show_edge=False, pad_edge=False)
@@ -415,14 +478,9 @@ def variants_table(variants: Mapping[str, VariantInfo]) -> Table:
     table.add_column("what it is")
     for name in sorted(variants):
         v = variants[name]
-        caveat = v.caveat
-        if not v.safe:
-            expected = Text(
-                "races" if not caveat else "yours", style="red" if not caveat else "yellow"
-            )
-        else:
-            expected = Text("holds (slow)" if caveat else "holds", style="green")
-        table.add_row(name, expected, v.summary)
+        expectation = _expectation(v)
+        style = {Expectation.RACES: "red", Expectation.YOURS: "yellow"}.get(expectation, "green")
+        table.add_row(name, Text(expectation, style=style), v.summary)
     return table
 
 
@@ -451,9 +509,8 @@ def scenarios_table(scenarios: Sequence[Scenario]) -> Table:
 def _expected(stats: VariantStats) -> Text:
     if not stats.expected_safe:
         return Text("unsafe", style="red")
-    return Text(
-        "safe (slow)" if stats.caveat.startswith("correct but slow") else "safe", style="green"
-    )
+    slow = stats.expectation is Expectation.HOLDS_SLOW
+    return Text("safe (slow)" if slow else "safe", style="green")
 
 
 def compare_rows(stats: Sequence[VariantStats]) -> list[list[str]]:

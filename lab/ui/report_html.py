@@ -62,6 +62,8 @@ _COLORS = {
     "read": "#222",
     "bought": "#1b7d2d",
     "sold_out": "#c98a00",
+    "gave_up": "#c98a00",
+    "retried": "#c98a00",
     "error": "#b00020",
     "crash": "#8e24aa",
     "acquired": "#0277bd",

@@ -109,6 +109,8 @@ class TimelineView:
                 "error": ("!", "bold red"),
                 "crash": ("†", "bold magenta"),
                 "sold_out": ("✗", "yellow"),
+                "gave_up": ("✗", "yellow"),
+                "retried": ("↻", "yellow"),
             }
             for e in x.events:
                 if e.kind in marks:

@@ -8,6 +8,8 @@ adding a module here and one line below.
 from __future__ import annotations
 
 from lab.variants.custom import Custom
+from lab.variants.engine_postgres import PG_VARIANTS
+from lab.variants.engine_sqlite import SQLITE_VARIANTS
 from lab.variants.locked import Locked
 from lab.variants.locked_write_only import LockedWriteOnly
 from lab.variants.naive import Naive
@@ -18,19 +20,21 @@ from lab.variants.tcp import Server, ServerNaive
 
 __all__ = ["VARIANTS", "RunEnv", "Stage", "Variant", "get"]
 
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in (
-        Naive(),
-        NaiveJoined(),
-        Locked(),
-        LockedWriteOnly(),
-        Queued(),
-        ServerNaive(),
-        Server(),
-        Custom(),
-    )
-}
+#: In the order ``lab variants`` lists them: the notes' file variants, then each engine's.
+_ALL: tuple[Variant, ...] = (
+    Naive(),
+    NaiveJoined(),
+    Locked(),
+    LockedWriteOnly(),
+    Queued(),
+    ServerNaive(),
+    Server(),
+    Custom(),
+    *SQLITE_VARIANTS,
+    *PG_VARIANTS,
+)
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in _ALL}
 
 
 def get(name: str) -> Variant:

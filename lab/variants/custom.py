@@ -33,6 +33,7 @@ import threading
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from lab.core.model import Scenario
 from lab.core.paths import _name, check_input_file, read_input_file
 from lab.variants.protocol import RunEnv, Stage, VariantBase
 
-__all__ = ["MAX_BUYER_BYTES", "Custom", "load_buyer", "run", "split_spec"]
+__all__ = ["MAX_BUYER_BYTES", "Custom", "CustomKit", "load_buyer", "run", "split_spec"]
 
 
 #: The largest buyer file the lab reads (a learner's program is a few KiB).
@@ -197,10 +198,27 @@ class _Lines(io.StringIO):
             self._me.said(line)
         return super().write(text)
 
+    def flush_partial(self) -> None:
+        """Report the last line if it was printed without a newline (``print(..., end="")``)."""
+        if self._partial:
+            self._me.said(self._partial)
+            self._partial = ""
 
-def run(me: Buyer, spec: str, pattern: str | None) -> None:
+
+@dataclass(frozen=True)
+class CustomKit:
+    """What every buyer of a custom run is handed: the learner's program and how to judge it."""
+
+    #: ``--buyer FILE.py:FUNC``
+    spec: str
+    #: ``--success-regex``: a purchase counts when what it printed matches (None: when it
+    #: returned something truthy)
+    pattern: str | None
+
+
+def run(me: Buyer, kit: CustomKit) -> None:
     """Call the learner's function as the notes' loop would, and report what it did."""
-    fn = load_buyer(spec)
+    fn = load_buyer(kit.spec)
     os.chdir(me.store.path.parent)  # the notes open r'data.json' relative to the cwd
     random.seed(f"{me.seed}:{me.index}")  # the program's own random draws repeat with --seed
     printed = _Lines(me)
@@ -216,9 +234,8 @@ def run(me: Buyer, spec: str, pattern: str | None) -> None:
         # buyer's error (one line in the tally), not a buyer process that dies unreported.
         raise RuntimeError(f"your buyer raised {_describe(exc)}") from None
     text = printed.getvalue()
-    if printed._partial:
-        me.said(printed._partial)
-    succeeded = re.search(pattern, text) is not None if pattern else bool(value)
+    printed.flush_partial()
+    succeeded = re.search(kit.pattern, text) is not None if kit.pattern else bool(value)
     if succeeded:
         me.bought(ticket=None)
     else:
@@ -254,4 +271,7 @@ class Custom(VariantBase):
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage]:
         self.check(env.scenario)
-        yield Stage(program=run, shared=(env.scenario.buyer_program, env.scenario.success_regex))
+        spec = env.scenario.buyer_program
+        assert spec is not None, "check() refuses a run without --buyer"
+        kit = CustomKit(spec, env.scenario.success_regex)
+        yield Stage(program=run, shared=(kit,))

@@ -1,159 +1,36 @@
-"""locked: the notes' program with a mutex (互斥锁) around ``buy``.
+"""locked: the notes' program with a mutex (互斥锁) held around ``buy``.
 
-The fix it applies: a buyer takes the lock *before* it reads the count and
-releases it only *after* it has written the new one. While it waits out its
-network latency nobody else can read, so nobody acts on a stale count. The
-read-check-write becomes one indivisible step, and no two buyers can sell the
-same ticket. Writes are atomic (``os.replace``), so an unlocked ``search``
-never sees a torn file either.
+The lesson: take the lock *before* reading the count and release it only
+*after* writing the new one. Then nobody can read while a buyer waits out its
+network latency, the read-check-write is one indivisible step, and no two
+buyers sell the same ticket. The price shows in the elapsed time: buyers now
+buy one at a time.
 
-The price is visible in the elapsed time: buyers now buy one at a time, each
-holding the lock through its whole latency.
+As in the notes, the lock is made in the main block (the stage, before the
+fork), passed to every buyer process, and held around ``buy``::
 
-Two mutexes, same lesson (``--lock``):
+    def run(me, mutex):
+        search(me)          # 查票: no lock needed, it writes nothing
+        with mutex(me):     # mutex.acquire() ... mutex.release()
+            buy(me)         # read, wait, write: nobody else in between
 
-* ``file`` (default): ``filelock.FileLock`` on ``data.json.lock``. It works
-  between any processes, even unrelated ones, and the kernel releases it if the
-  holder dies. Each buyer creates its own lock object after the fork (filelock
-  refuses to use one created before it).
-* ``mp``: ``multiprocessing.Lock``, the classic fix taught with the notes. It
-  only works between processes of one family, and a holder that dies never
-  releases it.
+``--lock file`` (default) is a ``filelock.FileLock`` on ``data.json.lock``,
+released by the kernel if its holder dies; ``--lock mp`` is the course's
+``multiprocessing.Lock``, which a dead holder never releases. How either is
+taken (timeouts, polling, reports) is in :mod:`lab.variants._mutex`.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
-from multiprocessing.sharedctypes import Synchronized
-from multiprocessing.synchronize import Lock as MpLock
-
-from filelock import FileLock, Timeout
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from lab.buyer import Buyer
+from lab.variants._mutex import LOCKS, Mutex, new_mutex
 from lab.variants.naive import search
 from lab.variants.protocol import RunEnv, Stage, VariantBase
 
-__all__ = [
-    "LOCKS",
-    "LockKit",
-    "Locked",
-    "buy",
-    "file_lock_poll_interval",
-    "file_mutex",
-    "lock_kit",
-    "mp_mutex",
-    "run",
-]
-
-# filelock never blocks in the kernel: a waiter tries flock(LOCK_NB) and sleeps
-# between tries. With W waiters trying at spread-out moments, a released lock
-# is noticed after about poll/W, while the failed tries cost W/poll of them per
-# second, each ~70 us of Python (~220 us in a freshly forked buyer). No fixed
-# interval serves both ends: filelock's 50 ms default adds ~25 ms to every
-# handoff when few wait; 5 ms with 1,000 waiters makes 200,000 tries/s, which
-# starves the holder on 2 cores (1,000 buyers took 29 s). So each waiter sleeps
-# about W x SPACING: the crowd as a whole then tries once per SPACING, a release
-# is noticed within about SPACING, and the tries cost a bounded ~1,400/s
-# whatever the crowd. With long holds (the notes' 1-3 s inside the lock) the
-# spacing grows to a small fraction of a hold. benchmarks/bench_lock_poll.py
-# compares this with fixed intervals.
-POLL_MIN_S = 0.001
-POLL_MAX_S = 2.0
-#: the crowd's tries are spread this far apart at least
-TRY_SPACING_S = 0.0007
-#: ...or this fraction of one expected hold, when holds are long
-HOLD_FRACTION = 0.05
-#: a hold without latency: read + fsync'd atomic write, ~0.5-1 ms here
-WRITE_HOLD_S = 0.001
-
-
-def file_lock_poll_interval(waiting: int, hold_s: float, index: int, attempt: int) -> float:
-    """How long this waiter sleeps before its next try, given the crowd still waiting."""
-    spacing = max(TRY_SPACING_S, HOLD_FRACTION * hold_s)
-    base = min(POLL_MAX_S, max(POLL_MIN_S, waiting * spacing))
-    # A golden-ratio sequence spreads the sleeps over [0.5, 1.5) x base:
-    # deterministic, and buyers released together by the start gun do not
-    # retry in step.
-    return base * (0.5 + ((index + attempt) * 0.6180339887) % 1.0)
-
-
-@dataclass(frozen=True)
-class LockKit:
-    """What the runner-side stage hands each buyer for its mutex."""
-
-    mp_lock: MpLock | None
-    #: buyers that have finished their turn; only the lock holder increments it,
-    #: so the lock itself makes the update safe
-    served: Synchronized[int] | None
-    #: expected time one buyer holds the lock (latency + write)
-    hold_s: float
-    timeout: float
-
-
-@contextmanager
-def mp_mutex(me: Buyer, kit: LockKit) -> Iterator[None]:
-    assert kit.mp_lock is not None, "the stage creates the multiprocessing.Lock before the fork"
-    me.wants_lock()
-    # A bare ``with lock`` would wait forever if the holder died; a timeout
-    # turns that into this buyer's error instead of a silent hang.
-    if not kit.mp_lock.acquire(timeout=kit.timeout):
-        raise TimeoutError(f"multiprocessing.Lock not acquired within {kit.timeout:g} s")
-    try:
-        me.acquired()
-        yield
-    finally:
-        kit.mp_lock.release()
-        me.released()
-
-
-@contextmanager
-def file_mutex(me: Buyer, kit: LockKit) -> Iterator[None]:
-    # Created here, in the buyer: filelock refuses a FileLock object made before the fork.
-    # thread_local=False: one buyer is one thread, so it needs no threading.local.
-    lock = FileLock(str(me.store.lock_path), thread_local=False)
-    me.wants_lock()
-    deadline = time.monotonic() + kit.timeout
-    attempt = 0
-    while True:
-        try:
-            lock.acquire(blocking=False)
-            break
-        except Timeout:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"FileLock not acquired within {kit.timeout:g} s") from None
-            waiting = me.buyers - (kit.served.value if kit.served is not None else 0)
-            attempt += 1
-            time.sleep(file_lock_poll_interval(waiting, kit.hold_s, me.index, attempt))
-    try:
-        me.acquired()
-        yield
-    finally:
-        if kit.served is not None:
-            kit.served.value += 1  # we hold the lock: no other writer
-        lock.release()
-        me.released()
-
-
-def lock_kit(env: RunEnv, kind: str) -> LockKit:
-    """The shared parts of one run's mutex, made before the buyers fork."""
-    latency = env.scenario.latency
-    return LockKit(
-        mp_lock=env.mp.Lock() if kind == "mp" else None,
-        served=env.mp.RawValue("i", 0) if kind == "file" else None,
-        hold_s=(latency.low + latency.high) / 2 + WRITE_HOLD_S,
-        timeout=env.timeout,
-    )
-
-
-#: Lock kind -> mutex. Tests swap an entry for a no-op to prove the tally
-#: catches the race when the lock is gone.
-LOCKS: dict[str, Callable[[Buyer, LockKit], AbstractContextManager[None]]] = {
-    "file": file_mutex,
-    "mp": mp_mutex,
-}
+__all__ = ["Locked", "buy", "run"]
 
 
 def buy(me: Buyer) -> None:
@@ -168,10 +45,10 @@ def buy(me: Buyer) -> None:
         me.sold_out(count)
 
 
-def run(me: Buyer, kind: str, kit: LockKit) -> None:
+def run(me: Buyer, mutex: Mutex) -> None:
     """The notes' ``run(name)`` with the course's fix: ``acquire(); buy(); release()``."""
     search(me)
-    with LOCKS[kind](me, kit):
+    with mutex(me):
         buy(me)
 
 
@@ -187,5 +64,5 @@ class Locked(VariantBase):
 
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage]:
-        kind = env.scenario.lock
-        yield Stage(program=run, shared=(kind, lock_kit(env, kind)), lock=kind)
+        mutex = new_mutex(env, env.scenario.lock)  # the notes' ``mutex = Lock()``, before the fork
+        yield Stage(program=run, shared=(mutex,), lock=mutex.kind)

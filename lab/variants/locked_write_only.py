@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from lab.buyer import Buyer
-from lab.variants.locked import LockKit, file_mutex, lock_kit
+from lab.variants._mutex import LockKit, file_mutex, lock_kit
 from lab.variants.naive import search
 from lab.variants.protocol import RunEnv, Stage, VariantBase
 

@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 from lab.core.contracts import VariantInfo
 from lab.core.model import Scenario
-from lab.stores.jsonfile import Store
 
 __all__ = ["MpContext", "RunEnv", "Stage", "Variant", "VariantBase", "VariantInfo"]
 
@@ -30,7 +29,7 @@ class RunEnv:
 
     #: the multiprocessing context (start method chosen by the runner)
     mp: MpContext
-    store: Store
+    store: Any  # the run's TicketStore; each variant knows its backend (lab.stores)
     scenario: Scenario
     buyers: int
     #: the longest any single wait (a reply, a lock, a join) may block before it is an error
@@ -86,6 +85,9 @@ class VariantBase:
     """
 
     locks: tuple[str, ...] = ()
+    #: where the tickets are kept: a backend of lab.stores.BACKENDS
+    store: str = "json"
+    undersells: bool = False
     caveat: str = ""
     requires: str | None = None
     explorable: bool = True

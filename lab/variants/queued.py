@@ -39,6 +39,7 @@ import os
 import queue
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import Any
@@ -50,7 +51,7 @@ from lab.net.server import fd_budget
 from lab.stores.jsonfile import Store
 from lab.variants.protocol import RunEnv, Stage, VariantBase
 
-__all__ = ["Queued", "ask", "buy", "run", "seller"]
+__all__ = ["Queued", "SellerLine", "buy", "run", "search", "seller"]
 
 Request = tuple[int, str]
 Reply = tuple[str, Any]
@@ -126,27 +127,37 @@ def seller(
         replies[buyer].send(reply)
 
 
-def ask(me: Buyer, requests: RequestQueue, reply: Connection, op: str, timeout: float) -> Reply:
-    """Send one request and wait (bounded) for the seller's answer."""
-    requests.put((me.index, op))
-    if not reply.poll(timeout):
-        raise TimeoutError(f"the seller did not answer {op!r} within {timeout:g} s")
-    kind, value = reply.recv()
-    if kind == "error":
-        raise RuntimeError(f"the seller refused: {value}")
-    return kind, value
+@dataclass(frozen=True)
+class SellerLine:
+    """One buyer's line to the seller: the shared request queue and its own reply pipe."""
+
+    requests: RequestQueue
+    #: this buyer's own one-way pipe: the seller answers here and nowhere else
+    reply: Connection
+    #: the longest one answer may take (the seller may be serving everyone else first)
+    timeout: float
+
+    def ask(self, me: Buyer, op: str) -> Reply:
+        """Send one request and wait (bounded) for the seller's answer."""
+        self.requests.put((me.index, op))
+        if not self.reply.poll(self.timeout):
+            raise TimeoutError(f"the seller did not answer {op!r} within {self.timeout:g} s")
+        kind, value = self.reply.recv()
+        if kind == "error":
+            raise RuntimeError(f"the seller refused: {value}")
+        return kind, value
 
 
-def search(me: Buyer, requests: RequestQueue, reply: Connection, timeout: float) -> None:
+def search(me: Buyer, seller: SellerLine) -> None:
     """查票, by asking the seller."""
-    _, count = ask(me, requests, reply, "search", timeout)
+    _, count = seller.ask(me, "search")
     me.searched(count)
 
 
-def buy(me: Buyer, requests: RequestQueue, reply: Connection, timeout: float) -> None:
+def buy(me: Buyer, seller: SellerLine) -> None:
     """买票: wait out the network, then let the seller read-check-write for us."""
     me.network_latency()  # the request is in flight; the seller is busy with others meanwhile
-    kind, count = ask(me, requests, reply, "buy", timeout)
+    kind, count = seller.ask(me, "buy")
     me.read(count)  # the count the seller read for us, with nobody in between
     if kind == "bought":
         me.bought(ticket=count)
@@ -154,10 +165,10 @@ def buy(me: Buyer, requests: RequestQueue, reply: Connection, timeout: float) ->
         me.sold_out(count)
 
 
-def run(me: Buyer, requests: RequestQueue, timeout: float, reply: Connection) -> None:
+def run(me: Buyer, seller: SellerLine) -> None:
     """The notes' ``run(name)``, talking to the seller instead of the file."""
-    search(me, requests, reply, timeout)
-    buy(me, requests, reply, timeout)
+    search(me, seller)
+    buy(me, seller)
 
 
 class Queued(VariantBase):
@@ -204,8 +215,7 @@ class Queued(VariantBase):
         try:
             yield Stage(
                 program=run,
-                shared=(requests, env.timeout),
-                per_buyer=[(recv,) for recv, _ in pipes],
+                per_buyer=[(SellerLine(requests, recv, env.timeout),) for recv, _ in pipes],
             )
         finally:
             try:

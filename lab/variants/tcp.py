@@ -59,8 +59,8 @@ import os
 import secrets
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import replace
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -72,7 +72,9 @@ from lab.net.wire import Client, format_address, parse_address
 from lab.variants.protocol import RunEnv, Stage, VariantBase
 
 __all__ = [
+    "ConnectionPool",
     "Server",
+    "ServerKit",
     "ServerNaive",
     "buy",
     "buyers_per_process",
@@ -106,6 +108,56 @@ def buyers_per_process(buyers: int) -> int:
 # -- the buyer: the notes' client --------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ServerKit:
+    """What every buyer of a server run is handed: where the server is, and how long to wait."""
+
+    host: str
+    port: int
+    token: str | None
+    timeout: float
+    #: large runs only: this buyer process's connection pool (None: connect at once)
+    pool: ConnectionPool | None = None
+
+    def slot(self) -> AbstractContextManager[None]:
+        """Wait for a connection slot in this process (large runs), or go straight on."""
+        return contextlib.nullcontext() if self.pool is None else self.pool.slot(self.timeout)
+
+    def connect(self) -> Client:
+        """The notes' ``client.connect((host, port))``."""
+        return Client(self.host, self.port, token=self.token, timeout=self.timeout)
+
+
+class ConnectionPool:
+    """At most ``max_open`` of one buyer process's buyers connected at once.
+
+    Like any client's connection pool: the buyers beyond the cap wait here, not
+    in the server's full listen backlog, where the kernel drops their SYNs and
+    TCP retries only after 1, 3, 7, 15 s. The stage makes one; every buyer
+    process gets its own copy (inherited at the fork, or rebuilt from
+    ``max_open`` when unpickled under spawn), which the buyer threads seated in
+    that process share.
+    """
+
+    def __init__(self, max_open: int) -> None:
+        self.max_open = max_open
+        self._slots = threading.BoundedSemaphore(max_open)
+
+    def __reduce__(self) -> tuple[type[ConnectionPool], tuple[int]]:
+        # A semaphore cannot be pickled, and each process needs a fresh one anyway.
+        return ConnectionPool, (self.max_open,)
+
+    @contextmanager
+    def slot(self, timeout: float) -> Iterator[None]:
+        """Wait (bounded) for one of this process's ``max_open`` connection slots."""
+        if not self._slots.acquire(timeout=timeout):
+            raise TimeoutError(f"no free connection slot in this process within {timeout:g} s")
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
 def search(me: Buyer, client: Client) -> None:
     """查票, by asking the server."""
     me.searched(client.search())
@@ -126,47 +178,9 @@ def buy(me: Buyer, client: Client) -> None:
         me.sold_out(count)
 
 
-#: This process's connection pool: at most ``max_open`` of its buyers connected at
-#: once. Created by the first buyer thread that needs it (after the fork).
-_pool: threading.BoundedSemaphore | None = None
-_pool_lock = threading.Lock()
-
-
-@contextmanager
-def _connection_slot(max_open: int | None, timeout: float) -> Iterator[None]:
-    """Wait (bounded) for one of this process's ``max_open`` connection slots."""
-    global _pool  # noqa: PLW0603 - one pool per buyer process, shared by its threads
-    if max_open is None:
-        yield
-        return
-    with _pool_lock:
-        if _pool is None:
-            _pool = threading.BoundedSemaphore(max_open)
-        pool = _pool
-    if not pool.acquire(timeout=timeout):
-        raise TimeoutError(f"no free connection slot in this process within {timeout:g} s")
-    try:
-        yield
-    finally:
-        pool.release()
-
-
-def run(  # noqa: PLR0917 - a buyer program receives its args positionally
-    me: Buyer,
-    host: str,
-    port: int,
-    token: str | None,
-    timeout: float,
-    max_open: int | None = None,
-) -> None:
-    """The notes' ``run(name)``, as a socket client: connect, search, buy, close.
-
-    ``max_open`` (large runs only) caps how many of this process's buyers hold
-    a connection at once, like any client's connection pool: the others wait
-    here instead of in the server's full listen backlog, where the kernel
-    drops their SYNs and TCP retries only after 1, 3, 7, 15 s.
-    """
-    with _connection_slot(max_open, timeout), Client(host, port, token=token, timeout=timeout) as c:
+def run(me: Buyer, server: ServerKit) -> None:
+    """The notes' ``run(name)``, as a socket client: connect, search, buy, close."""
+    with server.slot(), server.connect() as c:
         search(me, c)
         buy(me, c)
 
@@ -355,16 +369,16 @@ class _ServerVariant(VariantBase):
                     f"--latency: {env.scenario.latency} is above the server's "
                     f"--max-latency ({limit:g} s); every purchase would be refused"
                 )
+            max_open = connections_per_process(env.buyers, env.scenario.lockstep)
+            kit = ServerKit(
+                host,
+                port,
+                token,
+                env.timeout,
+                pool=None if max_open is None else ConnectionPool(max_open),
+            )
             stage = Stage(
-                program=run,
-                shared=(
-                    host,
-                    port,
-                    token,
-                    env.timeout,
-                    connections_per_process(env.buyers, env.scenario.lockstep),
-                ),
-                buyers_per_process=buyers_per_process(env.buyers),
+                program=run, shared=(kit,), buyers_per_process=buyers_per_process(env.buyers)
             )
             yield stage
             address = format_address(host, port)

@@ -1,0 +1,310 @@
+"""The tickets in PostgreSQL (``psycopg`` 3): a real client-server engine.
+
+Two tables, both the lab's own (``lab_tickets`` and ``lab_orders``), as in
+the SQLite backend::
+
+    lab_tickets(id = 1, ticket_num, version)   the count, and a version for
+                                               optimistic compare-and-set
+    lab_orders(buyer, ticket)                  the engine's own ledger: one row
+                                               per sale it recorded
+
+The ledger has no unique index on purpose: a double sale must be *visible*
+in it (two rows for one ticket), not turned into an error.
+
+Where the server comes from:
+
+- no ``--dsn``: a private, throw-away PostgreSQL the lab starts in the run
+  directory (:func:`lab.stores._servers.start_postgres`) and stops at the end
+  of the run; its data goes with it.
+- ``--dsn URL``: the user's own server. The lab touches only ``lab_tickets``
+  and ``lab_orders`` there (it creates them if missing, and each seed resets
+  the count and empties the orders). It **leaves both tables in place** at the
+  end, so that runs on several machines against one server share one count
+  and one ledger, and the tables can be inspected after the run
+  (``DROP TABLE lab_tickets, lab_orders`` removes them).
+
+One run per database at a time: the runner's claim is a session-level
+``pg_try_advisory_lock`` on :data:`CLAIM_KEY`, held by a connection of its
+own until the run ends (the server releases it if the runner dies).
+
+Each process opens its own connection after a fork (a connection never
+crosses a fork, and the parent's is never closed from a child, which would
+end the parent's session), in autocommit mode: the variants say ``BEGIN`` /
+``COMMIT`` themselves, so the SQL on the page is all the SQL that runs. Only
+the DSN is pickled. Every lock wait is bounded by ``lock_timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from lab.core.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    psycopg = lazy_import("psycopg")  # 0.17 s: only when a run really uses PostgreSQL
+
+from lab.core.errors import DataFileBusy, StoreCorrupted, UsageError
+from lab.core.model import MAX_TICKETS
+from lab.stores._servers import start_postgres
+from lab.stores.protocol import Holding, Snapshot, StorePlace
+
+__all__ = ["CLAIM_KEY", "ORDERS", "SALE_KEY", "TICKETS", "PgStore", "open_store"]
+
+TICKETS = "lab_tickets"
+ORDERS = "lab_orders"
+#: The advisory-lock key a run holds for its whole length (one run per database).
+CLAIM_KEY = 0x6C61625F72756E  # "lab_run"
+#: The advisory-lock key ``pg-advisory`` buyers take around their read-wait-write.
+SALE_KEY = 0x6C61625F73616C  # "lab_sal"
+
+if TYPE_CHECKING:
+    #: A connection (its rows are tuples).
+    Conn = psycopg.Connection[tuple[Any, ...]]
+
+_SCHEMA = (
+    f"""CREATE TABLE IF NOT EXISTS {TICKETS} (
+    id integer PRIMARY KEY CHECK (id = 1),
+    ticket_num integer NOT NULL,
+    version integer NOT NULL DEFAULT 0
+)""",
+    f"""CREATE TABLE IF NOT EXISTS {ORDERS} (
+    buyer integer NOT NULL,
+    ticket integer NOT NULL
+)""",
+)
+
+#: Connections a forked child inherited from its parent. They are kept, never
+#: used and never closed: closing (or freeing) one would send the server a
+#: Terminate on the parent's socket and end the parent's session (its claim).
+#: A child leaves with ``os._exit``, which runs no finalizer.
+_INHERITED: list[Conn] = []
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (libpq's messages span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def describe(dsn: str) -> str:
+    """``host:port/dbname`` of a DSN, without its password (for reports and errors)."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "PostgreSQL (an unreadable --dsn)"
+    host = parts.get("host") or parts.get("hostaddr") or "localhost"
+    port = parts.get("port") or "5432"
+    dbname = parts.get("dbname") or parts.get("user") or ""
+    return f"{host}:{port}/{dbname}"
+
+
+def _forget_inherited(conn: Conn | None) -> None:
+    if conn is not None:
+        _INHERITED.append(conn)
+
+
+class _Claim:
+    """The runner's session-level advisory lock, on a connection of its own."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn: Conn | None = conn
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        # Ending the session releases the lock. Only the process that took it
+        # closes it: a forked buyer must never end the runner's session.
+        if self.conn is not None and self.pid == os.getpid():
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+        elif self.conn is not None:
+            _forget_inherited(self.conn)
+        self.conn = None
+
+
+class PgStore:
+    """``lab_tickets`` and ``lab_orders`` in the PostgreSQL database at ``dsn``."""
+
+    kind = "postgres"
+    #: a killed buyer leaves no half-written file: its transaction rolls back (the
+    #: buyer's ``--crash`` reports it this way, as for data.json's temp file)
+    temp_in_flight: str | None = None
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        timeout: float = 60.0,
+        private: bool = False,
+        step: Callable[[str], None] | None = None,
+    ) -> None:
+        self.dsn = dsn
+        #: the longest any lock wait or connection attempt may take
+        self.timeout = timeout
+        #: a throw-away server the lab started (True), or the user's own (--dsn)
+        self.private = private
+        #: a buyer's ``--crash`` hook (the variants call ``me.step`` themselves)
+        self.step = step or (lambda _name: None)
+        self._conn: Conn | None = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict[str, object]:
+        # Only the DSN (and settings) cross a process boundary; never a connection.
+        return {"dsn": self.dsn, "timeout": self.timeout, "private": self.private}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["dsn"], timeout=state["timeout"], private=state["private"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"PgStore({describe(self.dsn)!r})"
+
+    @property
+    def where(self) -> str:
+        server = "a private PostgreSQL" if self.private else "PostgreSQL"
+        return f"{server} at {describe(self.dsn)}, tables {TICKETS} and {ORDERS}"
+
+    def for_buyer(self, step: Callable[[str], None]) -> PgStore:
+        """This store as one buyer uses it: its own connection, and its crash hook."""
+        return PgStore(self.dsn, timeout=self.timeout, private=self.private, step=step)
+
+    def connect(self) -> Conn:
+        """A new autocommit connection whose lock waits are bounded (``UsageError`` if refused)."""
+        try:
+            conn: Conn = psycopg.connect(
+                self.dsn,
+                autocommit=True,
+                connect_timeout=max(2, min(int(self.timeout), 30)),
+            )
+        except psycopg.Error as exc:
+            raise UsageError(
+                f"--dsn: cannot connect to PostgreSQL at {describe(self.dsn)}: {one_line(exc)}"
+            ) from None
+        try:
+            ms = max(1, int(self.timeout * 1000))
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{ms}ms",))
+        except psycopg.Error as exc:
+            conn.close()
+            raise UsageError(
+                f"--dsn: PostgreSQL at {describe(self.dsn)} refused a setting: {one_line(exc)}"
+            ) from None
+        return conn
+
+    def db(self) -> Conn:
+        """This process's connection (opened on first use, after any fork)."""
+        if self._conn is None or self._pid != os.getpid() or self._conn.closed:
+            if self._conn is not None and self._pid != os.getpid():
+                _forget_inherited(self._conn)  # the parent's: never touch it here
+            self._conn, self._pid = self.connect(), os.getpid()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            if self._pid == os.getpid():
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.close()
+            else:
+                _forget_inherited(self._conn)
+        self._conn = None
+
+    def check(self) -> None:
+        """Connect now, so that a bad ``--dsn`` is refused before anything starts."""
+        self.db()
+
+    # -- the TicketStore contract ------------------------------------------------
+
+    def claim(self) -> Holding:
+        conn = self.connect()
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (CLAIM_KEY,)).fetchone()
+        except psycopg.Error as exc:
+            conn.close()
+            raise UsageError(
+                f"--dsn: cannot take the run's lock on {describe(self.dsn)}: {one_line(exc)}"
+            ) from None
+        if row is None or not row[0]:
+            conn.close()
+            raise DataFileBusy(
+                f"{describe(self.dsn)}: another lab run is using {TICKETS} in this database"
+            )
+        return _Claim(conn)
+
+    def seed(self, tickets: int) -> None:
+        if not 0 <= tickets <= MAX_TICKETS:
+            raise ValueError(f"tickets must be 0..{MAX_TICKETS}, got {tickets}")
+        db = self.db()
+        try:
+            for statement in _SCHEMA:
+                db.execute(statement)
+            with db.transaction():
+                db.execute(f"DELETE FROM {ORDERS}")
+                db.execute(
+                    f"INSERT INTO {TICKETS}(id, ticket_num, version) VALUES (1, %s, 0) "
+                    "ON CONFLICT (id) DO UPDATE SET ticket_num = excluded.ticket_num, version = 0",
+                    (tickets,),
+                )
+        except psycopg.Error as exc:
+            raise UsageError(
+                f"--dsn: cannot set up {TICKETS} and {ORDERS} on {describe(self.dsn)}: "
+                f"{one_line(exc)}"
+            ) from None
+
+    def read(self) -> int:
+        try:
+            row = self.db().execute(f"SELECT ticket_num FROM {TICKETS} WHERE id = 1").fetchone()
+        except (psycopg.Error, UsageError) as exc:
+            raise StoreCorrupted(self.where, f"cannot be read: {one_line(exc)}") from None
+        if row is None:
+            raise StoreCorrupted(self.where, f"has no row in {TICKETS}")
+        return int(row[0])
+
+    def discard(self, leftovers: Sequence[str]) -> None:
+        """Nothing to discard: a killed buyer's open transaction rolls back by itself
+        (the server sees its connection close)."""
+
+    def snapshot(self) -> Snapshot:
+        try:
+            count = self.read()
+            rows = self.db().execute(
+                f"SELECT buyer, ticket FROM {ORDERS} ORDER BY ticket DESC, buyer"
+            )
+            orders = tuple((int(buyer), int(ticket)) for buyer, ticket in rows)
+        except StoreCorrupted as exc:
+            return Snapshot(remaining=None, problem=exc.problem, where=self.where)
+        except (psycopg.Error, UsageError) as exc:
+            return Snapshot(remaining=None, problem=one_line(exc), where=self.where)
+        finally:
+            self.close()
+        text = f"{TICKETS}.ticket_num = {count}; {ORDERS}: {len(orders)} rows"
+        return Snapshot(remaining=count, text=text, where=self.where, orders=orders)
+
+
+@contextlib.contextmanager
+def open_store(place: StorePlace) -> Iterator[PgStore]:
+    """The user's server (``--dsn``), or a private one started in the run directory.
+
+    On the user's server the tables stay after the run (see the module's
+    docstring); a private server is stopped, and its data removed, at the end.
+    """
+    if place.url is not None:
+        store = PgStore(place.url, timeout=place.timeout)
+        store.check()  # a bad DSN, an unreachable server, a refused login: UsageError now
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    assert place.run_dir is not None, "a private PostgreSQL needs a run directory"
+    workdir = place.run_dir / "postgres"
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = start_postgres(workdir, timeout=max(30.0, place.timeout))
+    try:
+        store = PgStore(server.dsn, timeout=place.timeout, private=True)
+        try:
+            yield store
+        finally:
+            store.close()
+    finally:
+        server.stop()
