@@ -169,7 +169,8 @@ def test_same_seed_same_latency_draws() -> None:
     assert all(1 <= x <= 3 for x in draw_latencies(s, 42))
 
 
-UNSAFE = sorted(n for n in RUNNABLE if not VARIANTS[n].safe)
+UNSAFE = sorted(n for n in RUNNABLE if not VARIANTS[n].safe and not VARIANTS[n].fails)
+FAILING = sorted(n for n in RUNNABLE if VARIANTS[n].fails)
 
 
 @pytest.mark.parametrize("name", UNSAFE)
@@ -179,6 +180,16 @@ def test_every_unsafe_variant_oversells_in_lockstep(name: str, tmp_path: Path) -
     assert result.oversold == 5
     assert result.lost_updates == 5
     assert not result.consistent
+
+
+@pytest.mark.parametrize("name", FAILING)
+def test_every_failing_variant_fails_every_buyer_and_sells_nothing(
+    name: str, tmp_path: Path
+) -> None:
+    """A variant that shows an error (CROSSSLOT) fails every buyer, one line each, no sale."""
+    result = run_variant(name, tmp_path, buyers=4, tickets=2)
+    assert result.errors == 4 and result.sold == 0 and result.remaining == 2
+    assert all(r.error and "\n" not in r.error for r in result.receipts)
 
 
 def test_naive_joined_hides_the_race_by_running_buyers_one_at_a_time(tmp_path: Path) -> None:

@@ -106,10 +106,16 @@ class Expectation(StrEnum):
     YOURS = "yours"
     #: never oversells, but losers give up while tickets are left (no retry)
     UNDERSELLS = "undersells"
+    #: every buyer fails with an error the lesson is about (CROSSSLOT in a cluster)
+    FAILS = "fails"
 
     @classmethod
-    def of(cls, safe: bool, caveat: str, undersells: bool = False) -> Expectation:
+    def of(
+        cls, safe: bool, caveat: str, undersells: bool = False, fails: bool = False
+    ) -> Expectation:
         """A safe variant with a caveat holds slowly; an unsafe one with one is the learner's."""
+        if fails:
+            return cls.FAILS
         if safe and undersells:
             return cls.UNDERSELLS
         if safe:
@@ -286,3 +292,5 @@ class VariantInfo(Protocol):
     store: str
     #: safe, but a loser gives up instead of retrying: it may leave tickets unsold
     undersells: bool
+    #: every buyer is expected to fail with the error the lesson shows (CROSSSLOT)
+    fails: bool

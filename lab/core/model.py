@@ -465,8 +465,8 @@ class Result:
         (``unknown_consumed <= unknown``). A kill can still hide a lost update
         inside the unknowns: see :attr:`hidden_lost_updates`.
         """
-        if self.remaining is None:
-            return False
+        if self.remaining is None or self.remaining < 0:
+            return False  # a count below zero never balances (DECR without its INCR)
         balance = self.sold + self.remaining + self.unknown_consumed == self.tickets
         return balance and self.unknown_consumed <= self.unknown and self.ledger_agrees
 
@@ -556,7 +556,7 @@ class Result:
             return Verdict.UNREADABLE
         if self.lost_updates > 0:
             return Verdict.LOST_UPDATES
-        if self.ledger_double_sold or not self.ledger_agrees:
+        if self.ledger_double_sold or not self.ledger_agrees or (self.remaining or 0) < 0:
             return Verdict.MISMATCH
         if self.errors:
             return Verdict.ERRORS

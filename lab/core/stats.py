@@ -46,6 +46,7 @@ class VariantStats:
     caveat: str
     results: tuple[Result, ...]
     undersells: bool = False
+    fails: bool = False
 
     @property
     def label(self) -> str:
@@ -54,7 +55,7 @@ class VariantStats:
     @property
     def expectation(self) -> Expectation:
         """What the variant is expected to do: races, holds, holds (slow), or yours to judge."""
-        return Expectation.of(self.expected_safe, self.caveat, self.undersells)
+        return Expectation.of(self.expected_safe, self.caveat, self.undersells, self.fails)
 
     @property
     def runs(self) -> int:

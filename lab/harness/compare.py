@@ -101,5 +101,6 @@ def _stats(case: Case, results: list[Result]) -> VariantStats:
         why=v.why,
         caveat=v.caveat,
         undersells=v.undersells,
+        fails=v.fails,
         results=tuple(results),
     )

@@ -131,6 +131,12 @@ def verdict(result: Result, lang: Lang = "en") -> Text:
             return head + Text(f"{r.sold} sold before the run was stopped; this tally is partial")
         case Verdict.STALLED:
             return Text("STALLED: ", style="bold red") + Text(r.stalled or "")
+        case Verdict.MISMATCH if r.remaining is not None and r.remaining < 0:
+            return Text(
+                f"MISMATCH: the count ended at {r.remaining}, below zero: a decrement was "
+                "never undone (a buyer killed between DECR and its compensating INCR?)",
+                style="bold red",
+            )
         case Verdict.MISMATCH if r.orders is not None and (
             r.ledger_double_sold or not r.ledger_agrees
         ):
@@ -467,7 +473,7 @@ def render_result(
 
 
 def _expectation(variant: VariantInfo) -> Expectation:
-    return Expectation.of(variant.safe, variant.caveat, variant.undersells)
+    return Expectation.of(variant.safe, variant.caveat, variant.undersells, variant.fails)
 
 
 def variants_table(variants: Mapping[str, VariantInfo]) -> Table:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from lab.variants.custom import Custom
 from lab.variants.engine_postgres import PG_VARIANTS
+from lab.variants.engine_redis import VARIANTS as REDIS_VARIANTS
 from lab.variants.engine_sqlite import SQLITE_VARIANTS
 from lab.variants.locked import Locked
 from lab.variants.locked_write_only import LockedWriteOnly
@@ -32,6 +33,7 @@ _ALL: tuple[Variant, ...] = (
     Custom(),
     *SQLITE_VARIANTS,
     *PG_VARIANTS,
+    *(cls() for cls in REDIS_VARIANTS),
 )
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in _ALL}

@@ -88,6 +88,7 @@ class VariantBase:
     #: where the tickets are kept: a backend of lab.stores.BACKENDS
     store: str = "json"
     undersells: bool = False
+    fails: bool = False
     caveat: str = ""
     requires: str | None = None
     explorable: bool = True

@@ -1,0 +1,317 @@
+"""The tickets in Redis (``redis-py``): one server, every command atomic on its own.
+
+The lab keeps everything under one key prefix, ``lab:``, and touches nothing
+else on the server (no ``FLUSHDB``, no ``KEYS *``)::
+
+    lab:{tickets}:count    the count, a string holding an integer
+    lab:{tickets}:orders   the engine's own ledger: a list of "buyer:ticket",
+                           one entry per sale it recorded
+    lab:{tickets}:claim    who runs on this server now (SET NX, with a TTL)
+
+The ``{tickets}`` hash tag puts the three keys in one hash slot, so the same
+names work on a Redis Cluster (:mod:`lab.stores.rediscluster`), where a Lua
+script or a transaction may only touch keys of one slot.
+
+The ledger is a plain list on purpose: a double sale must be *visible* in it
+(two entries for one ticket), not refused.
+
+Each process makes its own client on first use (a socket must never cross a
+fork): the store pickles only its URL. ``open_store`` uses the user's server
+(``--redis-url``) or starts a private one in the run directory and stops it
+afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+from lab.core.errors import DataFileBusy, StoreCorrupted, UsageError
+from lab.core.lazy import lazy_import
+from lab.core.model import MAX_TICKETS
+from lab.stores._servers import start_redis
+from lab.stores.protocol import Holding, Snapshot, StorePlace
+
+if TYPE_CHECKING:
+    import redis
+    import redis.cluster
+    import redis.crc
+    import redis.exceptions
+else:
+    redis = lazy_import("redis")  # 0.17 s: only when a run really talks to Redis
+
+__all__ = [
+    "CLAIM",
+    "COUNT",
+    "ORDERS",
+    "PREFIX",
+    "Client",
+    "RedisStore",
+    "open_store",
+    "parse_order",
+    "redact",
+    "redis_errors",
+    "unreachable",
+]
+
+#: Every key the lab creates starts with this; nothing else on the server is touched.
+PREFIX = "lab:"
+COUNT = "lab:{tickets}:count"
+ORDERS = "lab:{tickets}:orders"
+CLAIM = "lab:{tickets}:claim"
+#: A claim left by a lab that died (SIGKILL, a power cut) expires by itself after this.
+CLAIM_TTL_S = 24 * 3600
+
+#: What a buyer program talks to: one server, or a cluster.
+Client: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
+
+
+#: Everything redis-py raises for a server it cannot use (RedisClusterException is no RedisError).
+def redis_errors(*also: type[BaseException]) -> tuple[type[BaseException], ...]:
+    """Everything redis-py raises for a server it cannot use (a function: redis loads lazily)."""
+    return (redis.RedisError, redis.exceptions.RedisClusterException, OSError, *also)
+
+
+#: Set the count and clear the orders in one step (both keys share a slot: cluster-safe).
+_SEED = """
+redis.call('DEL', KEYS[2])
+return redis.call('SET', KEYS[1], ARGV[1])
+"""
+#: Release the claim only if it is still ours (it may have expired and been taken).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+#: Take over a stale claim only if it still holds the token we found dead.
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return false
+"""
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and reports."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.hostname or ""
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        netloc = f"{parts.username or ''}:***@{netloc}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "(an unparsable URL)"
+
+
+def unreachable(url: str, exc: BaseException) -> UsageError:
+    """The one-line error for a server the lab cannot use, naming ``--redis-url``."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return UsageError(f"--redis-url {redact(url)}: cannot use this Redis server: {reason}")
+
+
+def parse_order(entry: bytes | str) -> tuple[int, int]:
+    """One ledger entry, ``b"buyer:ticket"``, as ``(buyer, ticket)`` (ValueError if not)."""
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    buyer, ticket = text.split(":")
+    return int(buyer), int(ticket)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Claim:
+    """``lab:{tickets}:claim`` held with a token; released by the process that took it."""
+
+    def __init__(self, store: RedisStore, token: str) -> None:
+        self.store = store
+        self.token = token
+        self.owner = os.getpid()
+
+    def close(self) -> None:
+        # Forked buyers inherit this object; only the runner that claimed lets go.
+        if self.token and os.getpid() == self.owner:
+            token, self.token = self.token, ""
+            with contextlib.suppress(*redis_errors()):
+                self.store.client().eval(_RELEASE, 1, CLAIM, token)
+
+
+class RedisStore:
+    """The lab's keys (``lab:{tickets}:*``) on the Redis server at ``url``."""
+
+    kind = "redis"
+    engine = "Redis"
+    #: what a killed writer leaves half-made (``Buyer.step`` reports it): never anything here
+    temp_in_flight: str | None = None
+
+    def __init__(
+        self, url: str, *, timeout: float = 60.0, step: Callable[[str], None] | None = None
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        #: a buyer's ``--crash`` hook (the programs call ``me.step`` themselves)
+        self.step = step or (lambda _name: None)
+        self._client: Client | None = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict[str, object]:
+        # A client (a socket) never crosses a process boundary; each process makes its own.
+        return {"url": self.url, "timeout": self.timeout}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["url"], timeout=state["timeout"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({redact(self.url)!r})"
+
+    @property
+    def where(self) -> str:
+        return f"{redact(self.url)} ({self.engine}, keys {PREFIX}{{tickets}}:*)"
+
+    def for_buyer(self, step: Callable[[str], None]) -> RedisStore:
+        """This store as one buyer uses it: its own client, and its crash hook."""
+        return type(self)(self.url, timeout=self.timeout, step=step)
+
+    def _connect(self) -> Client:
+        return redis.Redis.from_url(
+            self.url, socket_timeout=self.timeout, socket_connect_timeout=min(self.timeout, 10.0)
+        )
+
+    def client(self) -> Client:
+        """This process's client (made on first use, after any fork)."""
+        if self._client is None or self._pid != os.getpid():
+            self._client, self._pid = self._connect(), os.getpid()
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None and self._pid == os.getpid():
+            with contextlib.suppress(*redis_errors()):
+                self._client.close()
+        self._client = None
+
+    def check(self) -> None:
+        """Reach the server once; a bad URL or a dead server is one ``UsageError`` line."""
+        try:
+            self.client().ping()
+        except redis_errors(ValueError) as exc:
+            self.close()
+            raise unreachable(self.url, exc) from None
+
+    # -- the TicketStore contract ------------------------------------------------
+
+    def claim(self) -> Holding:
+        client = self.client()
+        token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+        if client.set(CLAIM, token, nx=True, ex=CLAIM_TTL_S):
+            return _Claim(self, token)
+        raw = client.get(CLAIM)
+        holder = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        host, _, rest = holder.partition(":")
+        pid_text = rest.partition(":")[0]
+        # A lab on this machine that died holding it: take it over, if nobody else did.
+        if (
+            host == socket.gethostname()
+            and pid_text.isdigit()
+            and not _pid_alive(int(pid_text))
+            and client.eval(_TAKE_OVER, 1, CLAIM, holder, token, CLAIM_TTL_S)
+        ):
+            return _Claim(self, token)
+        who = f"pid {pid_text} on {host}" if pid_text else "another client"
+        raise DataFileBusy(
+            f"{self.where}: another lab run ({who}) holds {CLAIM}; "
+            f"wait for it to finish, or DEL {CLAIM} if it is gone"
+        )
+
+    def seed(self, tickets: int) -> None:
+        if not 0 <= tickets <= MAX_TICKETS:
+            raise ValueError(f"tickets must be 0..{MAX_TICKETS}, got {tickets}")
+        self.client().eval(_SEED, 2, COUNT, ORDERS, tickets)
+
+    def read(self) -> int:
+        try:
+            raw = self.client().get(COUNT)
+        except redis_errors() as exc:
+            raise StoreCorrupted(self.where, f"cannot be read: {exc}") from None
+        if raw is None:
+            raise StoreCorrupted(self.where, f"has no key {COUNT}")
+        try:
+            return int(raw)
+        except ValueError:
+            raise StoreCorrupted(self.where, f"{COUNT} is not an integer: {raw!r}") from None
+
+    def orders(self) -> tuple[tuple[int, int], ...]:
+        """The ledger, in the order the engine recorded it (``StoreCorrupted`` if unreadable)."""
+        try:
+            entries = self.client().lrange(ORDERS, 0, -1)
+            return tuple(parse_order(entry) for entry in entries)
+        except redis_errors() as exc:
+            raise StoreCorrupted(self.where, f"{ORDERS} cannot be read: {exc}") from None
+        except ValueError as exc:
+            raise StoreCorrupted(self.where, f"{ORDERS} holds a bad entry: {exc}") from None
+
+    def discard(self, leftovers: Sequence[str]) -> None:
+        """Nothing to discard: every command (and MULTI/EXEC, and a script) is all or nothing."""
+
+    def snapshot(self) -> Snapshot:
+        try:
+            count = self.read()
+            orders = self.orders()
+        except StoreCorrupted as exc:
+            return Snapshot(remaining=None, problem=exc.problem, where=self.where)
+        except redis_errors(ValueError) as exc:
+            return Snapshot(remaining=None, problem=f"cannot be read: {exc}", where=self.where)
+        finally:
+            self.close()
+        text = f"{COUNT} = {count}; {ORDERS}: {len(orders)} entries"
+        return Snapshot(remaining=count, text=text, where=self.where, orders=orders)
+
+
+@contextlib.contextmanager
+def serve(
+    place: StorePlace, store_type: Callable[[str, float], RedisStore], start: Callable[[], str]
+) -> Iterator[RedisStore]:
+    """The user's server (``place.url``) or a private one from ``start``, stopped afterwards.
+
+    ``start`` returns the private server's URL and registers its stop with the
+    caller; shared by the single-server and the cluster backends.
+    """
+    url = place.url if place.url is not None else start()
+    store = store_type(url, place.timeout)
+    try:
+        store.check()
+        yield store
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def open_store(place: StorePlace) -> Iterator[RedisStore]:
+    """The user's Redis (``--redis-url``), or a private redis-server in the run directory."""
+    with contextlib.ExitStack() as stack:
+
+        def start() -> str:
+            assert place.run_dir is not None, "a private Redis needs a run directory"
+            workdir = place.run_dir / "redis"
+            workdir.mkdir(parents=True, exist_ok=True)
+            server = start_redis(workdir)
+            stack.callback(server.stop)
+            return server.url
+
+        with serve(place, lambda url, t: RedisStore(url, timeout=t), start) as store:
+            yield store
