@@ -24,10 +24,12 @@ def entry() -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         from lab.ui.cli import main  # noqa: PLC0415 - imported after the handlers, on purpose
+
+        return main()
     except KeyboardInterrupt:
+        # During the imports, or in the instant before main's own handling begins.
         print("lab: interrupted", file=sys.stderr)
         return 130
-    return main()
 
 
 if __name__ == "__main__":

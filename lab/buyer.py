@@ -243,8 +243,8 @@ class Buyer:
             self.flush()  # the scheduler labels each step by the reports it produced
             self.on_step(name)
         if self._crash_at == name or (self._crash_at == "mid-write" and name == "torn"):
-            where = f"{name}, holding the lock" if self.holding else name
-            self._send("crash", None, where)
+            # The step, and (as the count) whether it dies inside the critical section.
+            self._send("crash", 1 if self.holding else 0, name)
             if self.store.temp_in_flight is not None:
                 # Its exact name, so the runner removes this file and nothing else.
                 self._send("temp", None, self.store.temp_in_flight)

@@ -70,7 +70,7 @@ def test_safe_variants_survive_crashes(
     assert result.unknown_consumed <= result.unknown
     assert result.accounted
     if result.stalled:  # only a multiprocessing.Lock can be left held by a dead holder
-        assert lock == "mp" and "died holding the lock" in result.stalled
+        assert lock == "mp" and "died holding the lock" in result.stalled, result.stalled
     else:
         assert result.consistent
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-from lab.core.contracts import Failure, Ledger, Verdict
+from lab.core.contracts import Failure, Ledger, Step, Verdict
 
 __all__ = [
     "MAX_TICKETS",
@@ -219,15 +219,32 @@ class Receipt:
         return self._last("lockstep_broken") is not None
 
     @property
-    def crashed_at(self) -> str | None:
-        """Where ``--crash`` killed this buyer (``"window, holding the lock"``), if it did."""
+    def crash_step(self) -> Step | None:
+        """The step at which ``--crash`` killed this buyer, if it did (a crash report's detail)."""
         event = self._last("crash")
-        return None if event is None else event.detail
+        if event is None:
+            return None
+        try:
+            return Step(event.detail)
+        except ValueError:  # a report from an older buyer: "window, holding the lock"
+            return Step(event.detail.split(",", 1)[0])
 
     @property
     def crashed_holding(self) -> bool:
-        """Killed while holding the variant's lock: inside the critical section."""
-        return (self.crashed_at or "").endswith("holding the lock")
+        """Killed while holding the variant's lock: inside the critical section.
+
+        A crash report's ``count`` is 1 when its buyer held the lock (``Buyer.step``).
+        """
+        event = self._last("crash")
+        return event is not None and event.count == 1
+
+    @property
+    def crashed_at(self) -> str | None:
+        """Where ``--crash`` killed this buyer, in words (``"window, holding the lock"``)."""
+        step = self.crash_step
+        if step is None:
+            return None
+        return f"{step.value}, holding the lock" if self.crashed_holding else step.value
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -447,7 +464,7 @@ class Result:
         """
         wrote_unreported = [
             r.read for r in self.receipts
-            if r.read is not None and (r.crashed_at or "").startswith("bought")
+            if r.read is not None and r.crash_step is Step.BOUGHT
         ]  # fmt: skip
         confirmed = Counter(r.ticket for r in self.receipts if r.ticket is not None)
         hidden = 0

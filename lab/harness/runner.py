@@ -153,7 +153,9 @@ def crash_plan(scenario: Scenario, seed: int) -> list[str | None]:
 def _stall_message(events: list[BuyerEvent], lock: str | None, timeout: float, waiting: int) -> str:
     """Why the run stalled, naming a dead lock holder when there is one."""
     holders = [
-        e.buyer for e in events if e.kind == "crash" and e.detail.endswith("holding the lock")
+        e.buyer
+        for e in events
+        if e.kind == "crash" and e.count == 1  # died holding the lock
     ]
     if holders and lock == "mp":
         return (

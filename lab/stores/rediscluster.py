@@ -14,6 +14,7 @@ directory and stops it afterwards.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from lab.core.errors import LabError
 from lab.core.lazy import lazy_import
 from lab.stores._servers import start_redis_cluster
 from lab.stores.protocol import StorePlace
-from lab.stores.redisdb import COUNT, ORDERS, Client, RedisStore, serve
+from lab.stores.redisdb import COUNT, ORDERS, Client, RedisStore, redis_errors, serve
 
 if TYPE_CHECKING:
     import redis
@@ -84,6 +85,17 @@ class RedisClusterStore(RedisStore):
             socket_timeout=self.timeout,
             socket_connect_timeout=min(self.timeout, 10.0),
         )
+
+    def close(self) -> None:
+        # RedisCluster.close() leaves the nodes' pooled sockets open: disconnect each.
+        cluster = self._client
+        if cluster is not None and self._pid == os.getpid():
+            assert isinstance(cluster, redis.cluster.RedisCluster)
+            with contextlib.suppress(*redis_errors()):
+                for node in cluster.get_nodes():  # type: ignore[no-untyped-call]
+                    if node.redis_connection is not None:
+                        node.redis_connection.connection_pool.disconnect()
+        super().close()
 
     def node_for(self, key: str) -> redis.Redis:
         """A plain client of the node that owns ``key``'s slot (to send it exactly what we mean)."""

@@ -762,8 +762,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     _tolerate_unencodable(sys.stdout)
     # SIGTERM takes Ctrl-C's path for the whole command (parsing and rendering too),
     # so it always ends in one line and 143, never in the default action's silence.
-    with _sigterm_as_interrupt() as seen:
-        return _main(argv, seen)
+    seen = {"signal": int(signal.SIGINT)}
+    try:
+        with _sigterm_as_interrupt() as seen:
+            return _main(argv, seen)
+    except KeyboardInterrupt:
+        # Landed between installing the handler and _main's own try (or after it):
+        # the same one line and status, never the interpreter's death by SIGINT.
+        print("lab: interrupted", file=sys.stderr)
+        return _INTERRUPTED.get(signal.Signals(seen["signal"]), 130)
 
 
 def _main(argv: Sequence[str] | None, seen: dict[str, int]) -> int:

@@ -89,7 +89,7 @@ def event_line(event: BuyerEvent, lang: Lang = "en") -> Text:
             "said": f"{who}: {event.detail}",
             "acquired": f"{who}拿到了锁",
             "released": f"{who}释放了锁",
-            "crash": f"{who}被杀死 ({event.detail})",
+            "crash": f"{who}被杀死 ({event.detail}{', 持有锁' if event.count == 1 else ''})",
             "retried": f"{who}冲突, 重试 ({event.detail})",
             "gave_up": f"{who}冲突, 放弃 ({event.detail})",
         }
@@ -106,7 +106,8 @@ def event_line(event: BuyerEvent, lang: Lang = "en") -> Text:
             "said": f"{who} printed: {event.detail}",
             "acquired": f"{who} took the lock",
             "released": f"{who} released the lock",
-            "crash": f"{who} was killed by --crash ({event.detail})",
+            "crash": f"{who} was killed by --crash ({event.detail}"
+            + (", holding the lock)" if event.count == 1 else ")"),
             "retried": f"{who} lost a conflict and retries ({event.detail})",
             "gave_up": f"{who} lost a conflict and gave up ({event.detail})",
         }
