@@ -240,6 +240,7 @@ def test_run_header_asks_the_variant() -> None:
         many_buyers_per_process = False
         store = "json"
         undersells = False
+        fails = False
 
     scenario = Scenario()
     assert "your program's own" in run_header(Yours(), scenario, 1, 1, None).plain

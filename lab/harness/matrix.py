@@ -5,9 +5,14 @@ Redis / a Redis Cluster once they are registered), one private server is
 started for the whole matrix (SQLite needs none) and stopped in a ``finally``.
 Each of the engine's variants then gets:
 
-- a **race run**: ``lockstep``, several buyers, one ticket. Every buyer is held
-  between its read and its write until all have read, so an unprotected
-  read-check-write oversells every time, and a fix shows its retries.
+- a **race run**: several buyers, one ticket, released by one start gun, each
+  waiting 0.1 s between its read and its write. Every buyer reads within a few
+  milliseconds of the gun, long before anyone writes, so an unprotected
+  read-check-write oversells (by buyers - 1, in every trial so far) and a fix
+  shows its retries. ``Settings(lockstep=True)`` holds every buyer at a barrier
+  instead, which makes the race certain but costs any buyer that waits there
+  holding a lock (FOR UPDATE, BEGIN IMMEDIATE, an advisory lock) or after a
+  retry the barrier's 5 s timeout: some 40 s over the whole matrix.
 - **throughput runs**: ``buyers`` processes, no latency, one ticket each
   (``repeat`` runs, median of ``sold / elapsed``).
 
@@ -20,8 +25,9 @@ plus the INSERT (SQLite: one ``BEGIN IMMEDIATE`` transaction; PostgreSQL: one
 statement, a data-modifying CTE), or one Lua script doing the check, the DECR
 and the RPUSH (Redis). No reports, no pipe, no harness: what is left between a
 row and its ceiling is the mechanism and the lab's bookkeeping. The ceiling is
-sampled once before the engine's rows and once after each row, and its median
-is the engine's ceiling.
+measured right before each throughput run (A/B, so that a change in the
+machine's load hits both alike), and a row's ceiling is the median of its own
+samples: the same engine, measured ``repeat`` times beside that row.
 """
 
 from __future__ import annotations
@@ -50,8 +56,8 @@ __all__ = [
     "ENGINES",
     "CeilingError",
     "Settings",
-    "check",
     "ceiling",
+    "check",
     "engine_server",
     "engines_in",
     "isolation_of",
@@ -92,16 +98,21 @@ class Settings:
 
     #: buyer processes in each throughput run (and the ceiling's client processes)
     buyers: int = 8
-    #: buyers in each race run (one ticket, lockstep)
+    #: buyers in each race run (one ticket)
     race_buyers: int = 8
+    #: the race run's window between each buyer's read and its write, seconds
+    race_latency: float = 0.1
+    #: hold every buyer of the race run at a barrier between its read and its write
+    #: (certain, but a lock holder or a retrying buyer then waits out the barrier's 5 s)
+    lockstep: bool = False
     #: throughput runs per row (their median is the row's tickets/s)
     repeat: int = 3
     #: run k of every row uses seed + k (None: one is drawn and reported)
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.buyers < 1 or self.race_buyers < 2 or self.repeat < 1:
-            raise ValueError("buyers >= 1, race_buyers >= 2 and repeat >= 1")
+        if self.buyers < 1 or self.race_buyers < 2 or self.repeat < 1 or self.race_latency < 0:
+            raise ValueError("buyers >= 1, race_buyers >= 2, repeat >= 1, race_latency >= 0")
 
 
 def isolation_of(variant: Variant) -> str:
@@ -279,9 +290,7 @@ def _seller(engine: str, store: Any, buyer: int) -> Callable[[], bool]:
     return sell_redis
 
 
-def _ceiling_client(
-    engine: str, store: Any, buyer: int, ready: Any, gun: Any, out: Any
-) -> None:
+def _ceiling_client(engine: str, store: Any, buyer: int, *, ready: Any, gun: Any, out: Any) -> None:
     """One ceiling process: at the gun, connect, then sell until nothing is left."""
     sold = 0
     problem = ""
@@ -292,7 +301,7 @@ def _ceiling_client(
         sell = _seller(engine, store, buyer)
         while sell():
             sold += 1
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+    except BaseException as exc:
         problem = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     out.put((buyer, sold, time.monotonic(), problem))
     store.close()
@@ -313,7 +322,8 @@ def ceiling(engine: str, where: str, clients: int, sales: int) -> float:
     procs = [
         mp.Process(
             target=_ceiling_client,
-            args=(engine, store, i, ready, gun, out),
+            args=(engine, store, i),
+            kwargs={"ready": ready, "gun": gun, "out": out},
             name=f"lab-ceiling-{i}",
             daemon=True,
         )
@@ -327,7 +337,7 @@ def ceiling(engine: str, where: str, clients: int, sales: int) -> float:
                 raise CeilingError(f"{engine}: the ceiling's clients did not start")
         t0 = time.monotonic()
         gun.set()
-        reports = []
+        reports: list[tuple[int, int, float, str]] = []
         deadline = t0 + _CEILING_TIMEOUT_S
         while len(reports) < clients:
             if out.empty():
@@ -370,6 +380,7 @@ def _one(variant: Variant, scenario: Scenario) -> Result:
 def _engine_rows(
     engine: str,
     variants: Sequence[Variant],
+    *,
     url: str | None,
     workdir: Path,
     settings: Settings,
@@ -381,32 +392,29 @@ def _engine_rows(
         name="matrix-race",
         buyers=settings.race_buyers,
         tickets=1,
-        latency=Latency(0.0, 0.0),
-        lockstep=True,
+        latency=Latency(settings.race_latency, settings.race_latency),
+        lockstep=settings.lockstep,
         store_url=url,
         seed=seed,
     )
     flat = dataclasses.replace(
         race, name="matrix-throughput", buyers=settings.buyers, tickets=settings.buyers,
-        lockstep=False,
+        latency=Latency(0.0, 0.0), lockstep=False,
     )  # fmt: skip
 
-    def sample() -> float:
-        return ceiling(engine, where, settings.buyers, settings.buyers)
-
-    progress(f"{engine}: ceiling")
-    ceilings = [sample()]
-    measured: list[tuple[Variant, list[Result], list[Result]]] = []
+    rows = []
     for variant in variants:
         progress(f"{engine}: {variant.name}")
         raced = _one(variant, race)
-        flats = [
-            _one(variant, dataclasses.replace(flat, seed=seed + k)) for k in range(settings.repeat)
-        ]
-        measured.append((variant, [raced, *flats], flats))
-        ceilings.append(sample())
-    top = statistics.median(ceilings)
-    return [make_row(v, results, flats, top) for v, results, flats in measured]
+        flats: list[Result] = []
+        ceilings: list[float] = []
+        for k in range(settings.repeat):
+            # A then B: the ceiling right before each throughput run, so both see the
+            # same machine (another program's load, a warm cache) and drift cancels.
+            ceilings.append(ceiling(engine, where, settings.buyers, settings.buyers))
+            flats.append(_one(variant, dataclasses.replace(flat, seed=seed + k)))
+        rows.append(make_row(variant, [raced, *flats], flats, statistics.median(ceilings)))
+    return rows
 
 
 def run_matrix(
@@ -446,5 +454,15 @@ def run_matrix(
         for engine in ordered:
             with engine_server(engine, workdir) as url:
                 variants = variants_of(engine, registry)
-                rows.extend(_engine_rows(engine, variants, url, workdir, settings, seed, note))
+                rows.extend(
+                    _engine_rows(
+                        engine,
+                        variants,
+                        url=url,
+                        workdir=workdir,
+                        settings=settings,
+                        seed=seed,
+                        progress=note,
+                    )
+                )
     return rows, seed
