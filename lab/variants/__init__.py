@@ -18,6 +18,7 @@ from lab.variants.naive_joined import NaiveJoined
 from lab.variants.protocol import RunEnv, Stage, Variant
 from lab.variants.queued import Queued
 from lab.variants.tcp import Server, ServerNaive
+from lab.variants.threads import THREAD_VARIANTS
 
 __all__ = ["VARIANTS", "RunEnv", "Stage", "Variant", "get"]
 
@@ -34,6 +35,7 @@ _ALL: tuple[Variant, ...] = (
     *SQLITE_VARIANTS,
     *PG_VARIANTS,
     *(cls() for cls in REDIS_VARIANTS),
+    *THREAD_VARIANTS,
 )
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in _ALL}

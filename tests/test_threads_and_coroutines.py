@@ -1,0 +1,133 @@
+"""Threads, a thread pool and asyncio tasks race like processes; their locks fix it.
+
+The variants of :mod:`lab.variants.threads` and :mod:`lab.variants.coroutines`
+seat every buyer in one process. They are run here directly (not through the
+registry), each on its own data.json in the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from lab.buyer import Buyer
+from lab.core.errors import UsageError
+from lab.core.model import Latency, Result, Scenario
+from lab.harness.runner import run
+from lab.variants.coroutines import ProcessLoop
+from lab.variants.threads import THREAD_VARIANTS, ThreadLock
+
+BY_NAME = {v.name: v for v in THREAD_VARIANTS}
+SAFE = sorted(n for n, v in BY_NAME.items() if v.safe)
+UNSAFE = sorted(n for n, v in BY_NAME.items() if not v.safe)
+ZERO = Latency(0, 0)
+
+
+def grab(name: str, tmp_path: Path, **fields: object) -> Result:
+    scenario = Scenario(**{"latency": ZERO, "seed": 1, **fields})  # type: ignore[arg-type]
+    return run(BY_NAME[name], scenario, data=tmp_path / "data.json")
+
+
+def test_names_and_flags() -> None:
+    assert set(BY_NAME) == {
+        "threads-naive",
+        "threads-locked",
+        "threadpool-naive",
+        "threadpool-locked",
+        "asyncio-naive",
+        "asyncio-locked",
+    }
+    assert len(BY_NAME) == len(THREAD_VARIANTS)
+    assert SAFE == ["asyncio-locked", "threadpool-locked", "threads-locked"]
+    for v in THREAD_VARIANTS:
+        assert v.many_buyers_per_process and not v.explorable and not v.crash_safe
+        assert v.summary and v.why and v.locks == ()
+
+
+@pytest.mark.parametrize("name", SAFE)
+@pytest.mark.parametrize("repeat", range(3))
+def test_safe_variant_never_oversells_at_latency_zero(
+    name: str, repeat: int, tmp_path: Path
+) -> None:
+    """200 buyers, 50 tickets, no latency: everyone contends at once, and the books balance."""
+    result = grab(name, tmp_path, buyers=200, tickets=50, seed=repeat)
+    assert (result.sold, result.remaining) == (50, 0)
+    assert result.sold_out == 150
+    assert result.oversold == result.lost_updates == result.double_sold == result.errors == 0
+    assert result.consistent and result.verdict.held
+
+
+@pytest.mark.parametrize("name", UNSAFE)
+@pytest.mark.parametrize("attempt", range(3))
+def test_naive_variant_oversells_every_time_in_lockstep(
+    name: str, attempt: int, tmp_path: Path
+) -> None:
+    """Every buyer reads before any writes: one ticket, ten sales, nine lost updates."""
+    result = grab(name, tmp_path, buyers=10, tickets=1, lockstep=True, seed=attempt)
+    assert result.sold == 10
+    assert result.oversold == 9
+    assert result.lost_updates == 9
+    assert result.errors == 0
+    assert not result.consistent
+
+
+@pytest.mark.parametrize("name", SAFE)
+def test_safe_variant_in_lockstep_holds_and_the_rendezvous_gives_way(
+    name: str, tmp_path: Path
+) -> None:
+    """The lock holder waits at the lockstep rendezvous alone; it times out, nothing hangs."""
+    result = grab(name, tmp_path, buyers=3, tickets=1, lockstep=True)
+    assert (result.sold, result.remaining, result.sold_out) == (1, 0, 2)
+    assert result.consistent and result.verdict.held
+
+
+@pytest.mark.parametrize("name", sorted(BY_NAME))
+def test_crash_is_refused_in_one_line(name: str, tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as refused:
+        grab(name, tmp_path, buyers=3, tickets=1, crash=0.5)
+    message = str(refused.value)
+    assert message.startswith(f"--crash: {name} runs its buyers as ")
+    assert "cannot be killed alone" in message and "\n" not in message
+    assert not (tmp_path / "data.json").exists()  # refused before anything was created
+
+
+@pytest.fixture
+def no_thread_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The threads' lock taken away (the forked buyers inherit the patch)."""
+
+    @contextlib.contextmanager
+    def no_lock(self: ThreadLock, me: Buyer) -> Iterator[None]:
+        yield
+
+    monkeypatch.setattr(ThreadLock, "__call__", no_lock)
+
+
+@pytest.fixture
+def no_asyncio_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The coroutines' ``async with lock`` taken away."""
+
+    @contextlib.asynccontextmanager
+    async def no_lock(self: ProcessLoop, me: Buyer, timeout: float) -> AsyncIterator[None]:
+        yield
+
+    monkeypatch.setattr(ProcessLoop, "mutex", no_lock)
+
+
+@pytest.mark.usefixtures("no_thread_lock", "no_asyncio_lock")
+@pytest.mark.parametrize("name", SAFE)
+def test_safe_variant_without_its_lock_is_caught(name: str, tmp_path: Path) -> None:
+    """The lock is the whole fix: without it the same program oversells, every time."""
+    result = grab(name, tmp_path, buyers=10, tickets=1, lockstep=True)
+    assert result.oversold == 9
+    assert not result.consistent
+
+
+def test_threads_locked_shares_one_lock_per_process() -> None:
+    """A ThreadLock pickles (for spawn) into a fresh, unheld lock with the same bound."""
+    lock = ThreadLock(7.5)
+    copy = pickle.loads(pickle.dumps(lock))
+    assert isinstance(copy, ThreadLock) and copy.timeout == 7.5 and copy is not lock
