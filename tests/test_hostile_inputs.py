@@ -11,7 +11,6 @@ schedules, and a server that stops as soon as it has started.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import itertools
@@ -259,21 +258,13 @@ VALUES = st.one_of(
 )
 
 
-def _commands() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    raise AssertionError("no subcommands")
-
-
-COMMANDS = _commands()
+COMMANDS = build_parser().commands
 
 
 def _options(command: str) -> list[tuple[str, bool]]:
     """(flag, takes a value) for every option of ``command``, straight from the parser."""
     found = []
-    for action in COMMANDS[command]._actions:
+    for action in COMMANDS[command].declared:
         for flag in action.option_strings:
             found.append((flag, action.nargs != 0))
     return found
@@ -282,14 +273,17 @@ def _options(command: str) -> list[tuple[str, bool]]:
 def _positionals(command: str) -> list[list[str]]:
     return [
         list(action.choices or [])
-        for action in COMMANDS[command]._actions
-        if not action.option_strings and not isinstance(action, argparse._SubParsersAction)
+        for action in COMMANDS[command].declared
+        if not action.option_strings
     ]
 
 
 @st.composite
 def argv_for(draw: st.DrawFn, command: str) -> list[str]:
     argv = [command]
+    if command == "matrix":
+        # Small first (a whole matrix takes half a minute); drawn options may override it.
+        argv += ["--engines", "sqlite", "--repeat", "1", "--buyers", "2"]
     for choices in _positionals(command):
         argv.append(draw(st.one_of(st.sampled_from(choices), VALUES)))
     options = _options(command)
@@ -317,6 +311,7 @@ ARGV_EXAMPLES = {
     "variants": 10,
     "scenarios": 10,
     "clean": 10,
+    "matrix": 15,
 }
 assert set(ARGV_EXAMPLES) == set(COMMANDS), "a new command needs generated inputs too"
 

@@ -192,6 +192,17 @@ def test_every_failing_variant_fails_every_buyer_and_sells_nothing(
     assert all(r.error and "\n" not in r.error for r in result.receipts)
 
 
+@pytest.mark.parametrize("name", UNSAFE)
+def test_every_racing_variant_names_its_fix(name: str) -> None:
+    """Every racing screen can end with the fix: a sentence, and a safe variant that shows it."""
+    variant = VARIANTS[name]
+    if variant.requires:
+        return  # custom: the learner's own program, judged by the tally
+    assert variant.fix and variant.fixed_by in VARIANTS, name
+    fixed = VARIANTS[variant.fixed_by]
+    assert fixed.safe and fixed.store == variant.store, (name, fixed.name)
+
+
 def test_naive_joined_hides_the_race_by_running_buyers_one_at_a_time(tmp_path: Path) -> None:
     result = run_variant("naive-joined", tmp_path, buyers=6, tickets=2)
     assert (result.sold, result.oversold, result.lost_updates) == (2, 0, 0)

@@ -294,3 +294,7 @@ class VariantInfo(Protocol):
     undersells: bool
     #: every buyer is expected to fail with the error the lesson shows (CROSSSLOT)
     fails: bool
+    #: for a variant that races: what would fix it, in one sentence ("" if it holds)
+    fix: str
+    #: the variant that shows that fix (``lab run NAME``), if there is one
+    fixed_by: str | None

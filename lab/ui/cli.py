@@ -105,6 +105,24 @@ class _Choices(Sequence[str]):
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse, answering bad input in one line, and remembering what it declared.
+
+    ``declared`` (every argument, in order) and ``commands`` (each subcommand's
+    parser) let the tests generate inputs for every option of every command
+    without reaching into argparse's private attributes.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Before argparse's own __init__, which already declares -h/--help.
+        self.declared: list[argparse.Action] = []
+        self.commands: dict[str, _Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.declared.append(action)
+        return action
+
     def error(self, message: str) -> NoReturn:
         # One line naming the input, not argparse's usage block.
         raise UsageError(f"{self.prog}: {message}")
@@ -230,7 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="The ticket-grabbing race from the course notes, run naive and fixed.",
     )
     parser.add_argument("--version", action="version", version=f"lab {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    class _Commands:
+        """``sub.add_parser`` that also records each command in ``parser.commands``."""
+
+        @staticmethod
+        def add_parser(name: str, **kwargs: Any) -> _Parser:
+            command: _Parser = subparsers.add_parser(name, **kwargs)
+            parser.commands[name] = command
+            return command
+
+    sub = _Commands()
 
     p = sub.add_parser(
         "run",
@@ -617,6 +646,10 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
     else:
         console.print(render.render_result(result, args.lang, header=False))
+        hint = render.fix_hint(result, variant, args.lang)
+        if hint is not None:
+            console.print()
+            console.print(hint, soft_wrap=True)
         if args.timeline:
             console.print(TimelineView(result))
     if args.html:

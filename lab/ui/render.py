@@ -31,6 +31,7 @@ __all__ = [
     "event_line",
     "evidence",
     "exploration",
+    "fix_hint",
     "format_buyers",
     "histogram",
     "markdown_table",
@@ -426,6 +427,34 @@ def _ledger_line(ledger: Ledger) -> Text:
     where = ledger.server
     head = f"server ledger{f' ({where})' if where else ''}: "
     return Text("\n" + head, style="bold") + Text(shown or "(empty)")
+
+
+def fix_hint(result: Result, variant: VariantInfo, lang: Lang = "en") -> Text | None:
+    """For a run that raced: what would fix it, and the command that shows the fix holding.
+
+    The command repeats the run's own options (buyers, tickets, latency, lockstep,
+    seed), so the learner sees the same race met by the fix. Printed unwrapped:
+    it must survive copy and paste at any width.
+    """
+    r = result
+    if not r.raced or not variant.fixed_by:
+        return None
+    sc = r.scenario
+    low, high = sc.latency.low, sc.latency.high
+    latency = f"{low:g}" if low == high else f"{low:g}-{high:g}"
+    command = (
+        f"lab run {variant.fixed_by} --buyers {r.buyers} --tickets {r.tickets} "
+        f"--latency {latency}{' --lockstep' if sc.lockstep else ''} --seed {r.seed}"
+    )
+    if sc.store_url is not None:
+        option = "--redis-url" if variant.store.startswith("redis") else "--dsn"
+        command += f" {option} '{sc.store_url}'"
+    head = "修复方法: " if lang == "zh" else "The fix: "
+    text = Text(head, style="bold green")
+    text.append(variant.fix)
+    text.append("\n" + ("看它成立: " if lang == "zh" else "See it hold on the same seed: "))
+    text.append(command, style="bold")
+    return text
 
 
 def render_result(

@@ -282,6 +282,8 @@ class _OneLoop(VariantBase):
 
 class AsyncioNaive(_OneLoop):
     name = "asyncio-naive"
+    fixed_by: str | None = "asyncio-locked"
+    fix = "an asyncio.Lock held across the await between the read and the write"
     summary = (
         "every buyer an asyncio task on one event loop, await asyncio.sleep between read and write"
     )

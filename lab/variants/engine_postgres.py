@@ -303,6 +303,11 @@ class _Postgres(VariantBase):
 
 class PgNaive(_Postgres):
     name = "pg-naive"
+    fixed_by: str | None = "pg-conditional"
+    fix = (
+        "let the engine check and decrement in one statement (UPDATE ... WHERE ticket_num > 0"
+        " RETURNING), or lock the row first (SELECT ... FOR UPDATE: lab run pg-for-update)"
+    )
     summary = "PostgreSQL: SELECT, wait, UPDATE in a READ COMMITTED transaction (the race)"
     safe = False
     why = (

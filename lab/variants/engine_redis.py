@@ -255,6 +255,11 @@ class _Cluster(_Redis):
 
 class RedisNaive(_Redis):
     name = "redis-naive"
+    fixed_by: str | None = "redis-lua"
+    fix = (
+        "one Lua script that checks and decrements atomically (or WATCH/MULTI with a retry: "
+        "lab run redis-watch)"
+    )
     summary = "Redis: GET, wait, SET count-1 (the notes' race, two commands)"
     safe = False
     why = (
@@ -303,6 +308,11 @@ class RedisLua(_Redis):
 
 class ClusterNaive(_Cluster):
     name = "cluster-naive"
+    fixed_by: str | None = "cluster-lua"
+    fix = (
+        "one Lua script over hash-tagged keys ({tickets}), so the check and the decrement run"
+        " in one slot, atomically"
+    )
     summary = "Redis Cluster: GET, wait, SET count-1 (sharding fixes nothing)"
     safe = False
     why = (

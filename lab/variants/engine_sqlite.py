@@ -195,6 +195,11 @@ class _Sqlite(VariantBase):
 
 class SqliteNaive(_Sqlite):
     name = "sqlite-naive"
+    fixed_by: str | None = "sqlite-conditional"
+    fix = (
+        "let the engine check and decrement in one statement: UPDATE lab_tickets SET "
+        "ticket_num = ticket_num - 1 WHERE ticket_num > 0, and decide by the row count"
+    )
     summary = "SQLite: SELECT, wait, UPDATE in autocommit (the notes' race in SQL)"
     safe = False
     why = (

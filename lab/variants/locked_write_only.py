@@ -41,6 +41,11 @@ def run(me: Buyer, kit: LockKit) -> None:
 
 class LockedWriteOnly(VariantBase):
     name = "locked-write-only"
+    fixed_by: str | None = "locked"
+    fix = (
+        "take the lock before the read, not just around the write: the decision must be made "
+        "on a count nobody else can change"
+    )
     summary = "a FileLock around the write only, not the read-check-write (a classic mistake)"
     safe = False
     locks: tuple[str, ...] = ()

@@ -60,6 +60,11 @@ def run(me: Buyer) -> None:
 
 class Naive(VariantBase):
     name = "naive"
+    fixed_by: str | None = "locked"
+    fix = (
+        "a lock around the read, the check and the write (multiprocessing.Lock or a file "
+        "lock), so no buyer reads while another is between its read and its write"
+    )
     summary = "the notes' program: processes share data.json with no coordination"
     locks: tuple[str, ...] = ()
     safe = False

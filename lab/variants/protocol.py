@@ -89,6 +89,8 @@ class VariantBase:
     store: str = "json"
     undersells: bool = False
     fails: bool = False
+    fix: str = ""
+    fixed_by: str | None = None
     caveat: str = ""
     requires: str | None = None
     explorable: bool = True

@@ -394,6 +394,8 @@ class ServerNaive(_ServerVariant):
     """A thread-per-connection TCP server whose handler does the notes' buy with no lock."""
 
     name = "server-naive"
+    fixed_by: str | None = "server"
+    fix = "a lock in the server around each purchase's read, check and write"
     mode: Mode = "naive"
     summary = "buyers ask a TCP server (a thread per connection) that reads, waits, writes unlocked"
     safe = False

@@ -223,6 +223,8 @@ class _OneProcessOfThreads(VariantBase):
 
 class ThreadsNaive(_OneProcessOfThreads):
     name = "threads-naive"
+    fixed_by: str | None = "threads-locked"
+    fix = "one threading.Lock shared by the threads, held around the read, the check and the write"
     summary = "the notes' program with threading.Thread buyers in one process, no lock"
     safe = False
     why = (
@@ -259,6 +261,11 @@ def _pool_kit(env: RunEnv, lock: ThreadLock | None) -> PoolKit:
 
 class ThreadPoolNaive(_OneProcessOfThreads):
     name = "threadpool-naive"
+    fixed_by: str | None = "threadpool-locked"
+    fix = (
+        "one threading.Lock shared by the pool's threads, held around the read, the check and"
+        " the write"
+    )
     summary = "the notes' ThreadPoolExecutor(10): each buyer a submitted task, no lock"
     safe = False
     runs_as = "tasks of a thread pool in one process; a pool thread cannot be killed alone"
