@@ -38,13 +38,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier, Event, Semaphore
-from typing import Any, Concatenate, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from lab.core.model import BuyerEvent, EventKind
 from lab.stores.protocol import TicketStore
 
 __all__ = [
-    "AnyProgram",
+    "Bare",
     "BareProgram",
     "Buyer",
     "BuyerSpec",
@@ -354,20 +354,30 @@ Kit = TypeVar("Kit")
 Program: TypeAlias = Callable[[Buyer, Kit], None]
 #: A program that needs nothing but its buyer: the notes' program as written (``naive.run(me)``).
 BareProgram: TypeAlias = Callable[[Buyer], None]
-#: What ``buyer_main`` accepts today: either of the above. ``Stage`` hands over the
-#: program with a tuple of arguments (``shared + per_buyer[i]``), which every variant
-#: fills with nothing or with its one kit, so the program runs as ``program(me, *args)``.
-AnyProgram: TypeAlias = Callable[Concatenate[Buyer, ...], None]
-#: One buyer's seat in a buyer process: its spec, and the arguments after ``me``
-#: (``()``, or ``(kit,)``).
-Seat: TypeAlias = tuple[BuyerSpec, tuple[Any, ...]]
 
 
-def _one_buyer(program: AnyProgram, args: tuple[Any, ...], me: Buyer) -> None:
+@dataclass(frozen=True)
+class Bare:
+    """A program that takes only its buyer (``naive.run(me)``), as a ``Program[None]``.
+
+    A frozen dataclass around a module-level function, so it pickles (``spawn``).
+    """
+
+    program: BareProgram
+
+    def __call__(self, me: Buyer, kit: None) -> None:
+        self.program(me)
+
+
+#: One buyer's seat in a buyer process: its spec, and the kit its program gets.
+Seat: TypeAlias = tuple[BuyerSpec, Any]
+
+
+def _one_buyer(program: Program[Any], kit: Any, me: Buyer) -> None:
     if me.arrival_s > 0:
         time.sleep(me.arrival_s)
     try:
-        program(me, *args)
+        program(me, kit)
     except Exception as exc:
         # A torn read, a dead seller, a refused connection: the buyer's error, not the lab's.
         me.failed(exc)
@@ -377,7 +387,7 @@ def _one_buyer(program: AnyProgram, args: tuple[Any, ...], me: Buyer) -> None:
 
 
 def buyer_main(  # noqa: PLR0917 - a Process target receives its args positionally
-    program: AnyProgram,
+    program: Program[Any],
     seats: list[Seat],
     store: TicketStore,
     sink: Connection,

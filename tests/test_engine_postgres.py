@@ -174,7 +174,8 @@ def drive(
     store = PgStore(dsn, timeout=30.0)
     store.seed(tickets)
     store.close()
-    program, args = variant().program(env_for(buyers))
+    stage = variant().program(env_for(buyers))
+    program, args = stage.program, (stage.kit,)  # each buyer calls program(me, kit)
     ctx = multiprocessing.get_context("fork")
     reports = ctx.Queue()
     barrier = ctx.Barrier(buyers, timeout=2.0) if lockstep else None

@@ -344,8 +344,8 @@ def program_of(
     variant: type, buyers: int = BUYERS
 ) -> tuple[Callable[..., None], tuple[object, ...]]:
     env: Any = type("Env", (), {"buyers": buyers})()
-    program, shared = variant().program(env)
-    return program, shared
+    stage = variant().program(env)
+    return stage.program, (stage.kit,)  # each buyer calls program(me, kit)
 
 
 def variant_id(variant: type) -> str:

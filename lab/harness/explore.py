@@ -47,7 +47,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from lab.buyer import Buyer, BuyerSpec, decode, signals_deferred, to_event
+from lab.buyer import Buyer, BuyerSpec, Program, decode, signals_deferred, to_event
 from lab.core.errors import LabError, UsageError
 from lab.core.explored import Exploration, Outcome
 from lab.core.model import BuyerEvent, Latency, Result, Scenario
@@ -174,11 +174,10 @@ class Gated:
         self.sequential = stage.sequential
         for i in range(self.buyers):
             spec = BuyerSpec(i, f"buyer {i}", 0.0, self.buyers)
-            extra = stage.per_buyer[i] if stage.per_buyer is not None else ()
             me = Buyer(spec, self.store, self._recorder, None)  # type: ignore[arg-type]
             me.on_step = self._gate_for(i)
             thread = threading.Thread(
-                target=self._body, args=(i, me, stage.program, (*stage.shared, *extra)), daemon=True
+                target=self._body, args=(i, me, stage.program, stage.kit_for(i)), daemon=True
             )
             self._threads.append(thread)
             thread.start()
@@ -220,10 +219,10 @@ class Gated:
             if self._closing:
                 return
 
-    def _body(self, i: int, me: Buyer, program: Callable[..., None], args: tuple[Any, ...]) -> None:
+    def _body(self, i: int, me: Buyer, program: Program[Any], kit: Any) -> None:
         self._pause(i, "start")
         try:
-            program(me, *args)
+            program(me, kit)
         except Exception as exc:  # the buyer's error, as in lab run
             me.failed(exc)
         finally:

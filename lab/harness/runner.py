@@ -377,12 +377,8 @@ class _Collector:
         return None
 
 
-def _seats(stage: Stage, specs: list[BuyerSpec]) -> list[tuple[BuyerSpec, tuple[Any, ...]]]:
-    per_buyer = stage.per_buyer
-    return [
-        (spec, (*stage.shared, *(per_buyer[spec.index] if per_buyer is not None else ())))
-        for spec in specs
-    ]
+def _seats(stage: Stage[Any], specs: list[BuyerSpec]) -> list[tuple[BuyerSpec, Any]]:
+    return [(spec, stage.kit_for(spec.index)) for spec in specs]
 
 
 def _run_locked(
@@ -456,7 +452,7 @@ def _run_locked(
     parent_pid = None if method == "forkserver" else os.getpid()
     prepare_parent_death()
 
-    def fork(stage: Stage, group: list[BuyerSpec], barrier: Any) -> Child:
+    def fork(stage: Stage[Any], group: list[BuyerSpec], barrier: Any) -> Child:
         # Under fork, os.fork() directly (lab.harness._procs says why); else a Process.
         make = ForkedProcess if method == "fork" else mp.Process
         proc: Child = make(

@@ -63,6 +63,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from lab.buyer import Buyer
 from lab.core.errors import UsageError
@@ -269,7 +270,7 @@ class _OneLoop(VariantBase):
             )
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
         n = env.buyers
         kit = LoopKit(
             timeout=env.timeout,
@@ -277,7 +278,7 @@ class _OneLoop(VariantBase):
             # The last buyer may arrive (n - 1) x arrival after the gun.
             lockstep_timeout=lockstep_wait_s(n) + n * env.scenario.arrival,
         )
-        yield Stage(program=type(self).program, shared=(kit,), buyers_per_process=n)
+        yield Stage(program=type(self).program, kit=kit, buyers_per_process=n)
 
 
 class AsyncioNaive(_OneLoop):

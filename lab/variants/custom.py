@@ -269,9 +269,9 @@ class Custom(VariantBase):
                 raise UsageError(f"--success-regex: {_describe(exc)}") from None
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
         self.check(env.scenario)
         spec = env.scenario.buyer_program
         assert spec is not None, "check() refuses a run without --buyer"
         kit = CustomKit(spec, env.scenario.success_regex)
-        yield Stage(program=run, shared=(kit,))
+        yield Stage(program=run, kit=kit)

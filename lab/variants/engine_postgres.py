@@ -51,9 +51,10 @@ its connection close and rolls the sale back, and the books still balance.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from lab.buyer import Buyer
 from lab.core.lazy import lazy_import
@@ -223,13 +224,22 @@ def _isolated_attempt(me: Buyer, db: Conn, level: str) -> None:
         me.sold_out(count)
 
 
-def isolated(me: Buyer, level: str, retries: int) -> None:
+@dataclass(frozen=True)
+class Isolation:
+    """An isolated variant's kit: its level, and how many refusals it retries."""
+
+    level: str
+    retries: int
+
+
+def isolated(me: Buyer, kit: Isolation) -> None:
     """The naive transaction at a stronger level: the engine refuses the lost update (40001)."""
     db = _db(me)
     search(me)
+    retries = kit.retries
     for _ in range(retries + 1):
         try:
-            _isolated_attempt(me, db, level)
+            _isolated_attempt(me, db, kit.level)
         except psycopg.errors.SerializationFailure as exc:
             me.retried(f"SQLSTATE 40001: {' '.join(str(exc).split())}")
             continue
@@ -292,13 +302,12 @@ class _Postgres(VariantBase):
     store = "postgres"
     explorable = False
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
+    def program(self, env: RunEnv) -> Stage[Any]:
         raise NotImplementedError
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
-        program, shared = self.program(env)
-        yield Stage(program=program, shared=shared)
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
+        yield self.program(env)
 
 
 class PgNaive(_Postgres):
@@ -315,8 +324,8 @@ class PgNaive(_Postgres):
         "each writes that count-1: a lost update (P4), and the order table shows the double sale"
     )
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return naive, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(naive)
 
 
 class PgConditional(_Postgres):
@@ -328,8 +337,8 @@ class PgConditional(_Postgres):
         "the returned row says who won"
     )
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return conditional, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(conditional)
 
 
 class PgForUpdate(_Postgres):
@@ -338,8 +347,8 @@ class PgForUpdate(_Postgres):
     safe = True
     why = "the read, the wait and the write run under the row's lock, held until COMMIT"
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return for_update, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(for_update)
 
 
 class PgRepeatableRead(_Postgres):
@@ -351,9 +360,9 @@ class PgRepeatableRead(_Postgres):
         "it rolls back, reads again and retries"
     )
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
+    def program(self, env: RunEnv) -> Stage[Any]:
         # Each refusal means another buyer committed a sale: at most one per buyer.
-        return isolated, ("REPEATABLE READ", env.buyers)
+        return Stage(program=isolated, kit=Isolation("REPEATABLE READ", env.buyers))
 
 
 class PgSerializable(_Postgres):
@@ -365,8 +374,8 @@ class PgSerializable(_Postgres):
         "the loser rolls back, reads again and retries"
     )
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return isolated, ("SERIALIZABLE", env.buyers)
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage(program=isolated, kit=Isolation("SERIALIZABLE", env.buyers))
 
 
 class PgVersion(_Postgres):
@@ -375,8 +384,8 @@ class PgVersion(_Postgres):
     safe = True
     why = "a write lands only if nobody wrote since the read; a loser reads again and retries"
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return version, (env.buyers,)
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage(program=version, kit=env.buyers)
 
 
 class PgVersionOnce(_Postgres):
@@ -390,8 +399,8 @@ class PgVersionOnce(_Postgres):
         "tickets stay unsold although buyers wanted them"
     )
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return version_once, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(version_once)
 
 
 class PgAdvisory(_Postgres):
@@ -403,8 +412,8 @@ class PgAdvisory(_Postgres):
         "(or when a killed buyer's connection closes)"
     )
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return advisory, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(advisory)
 
 
 #: Every PostgreSQL variant class, in the order ``lab variants`` lists them.

@@ -43,9 +43,9 @@ report (committed, never reported).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lab.buyer import Buyer
 from lab.core.lazy import lazy_import
@@ -240,13 +240,12 @@ class _Redis(VariantBase):
     safe: bool
     why: str
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
+    def program(self, env: RunEnv) -> Stage[Any]:
         raise NotImplementedError
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
-        program, shared = self.program(env)
-        yield Stage(program=program, shared=shared)
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
+        yield self.program(env)
 
 
 class _Cluster(_Redis):
@@ -267,8 +266,8 @@ class RedisNaive(_Redis):
         "SET all write the same count-1, a lost update, and the orders list shows the double sale"
     )
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return naive, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(naive)
 
 
 class RedisDecr(_Redis):
@@ -281,8 +280,8 @@ class RedisDecr(_Redis):
         "DECR leaves the count negative until its INCR, and a concurrent GET sees it"
     )
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return decr, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(decr)
 
 
 class RedisWatch(_Redis):
@@ -291,9 +290,9 @@ class RedisWatch(_Redis):
     safe = True
     why = "EXEC commits only if nobody wrote the count since WATCH; a loser reads again and retries"
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
+    def program(self, env: RunEnv) -> Stage[Any]:
         # Each refused EXEC means another buyer sold: at most one refusal per other buyer.
-        return watch, (env.buyers,)
+        return Stage(program=watch, kit=env.buyers)
 
 
 class RedisLua(_Redis):
@@ -302,8 +301,8 @@ class RedisLua(_Redis):
     safe = True
     why = "the server runs the whole script before any other command: nothing can come between"
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return lua, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(lua)
 
 
 class ClusterNaive(_Cluster):
@@ -320,8 +319,8 @@ class ClusterNaive(_Cluster):
         "commands, and buyers who GET before anyone's SET sell the same ticket"
     )
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return naive, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(naive)
 
 
 class ClusterLuaCrossSlot(_Cluster):
@@ -335,8 +334,8 @@ class ClusterLuaCrossSlot(_Cluster):
         "refuses the script with CROSSSLOT: every buyer fails, nothing is sold"
     )
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return lua_crossslot, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(lua_crossslot)
 
 
 class ClusterLua(_Cluster):
@@ -348,8 +347,8 @@ class ClusterLua(_Cluster):
         "runs whole on the node that owns it, as on a single server"
     )
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return lua, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(lua)
 
 
 #: Every Redis and Redis Cluster variant, in the order ``lab variants`` lists them.

@@ -30,8 +30,9 @@ the engine's own ledger shows a double sale as two rows for one ticket.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from lab.buyer import Buyer
 from lab.stores.sqlitedb import ORDERS, TICKETS, SqliteStore
@@ -184,13 +185,12 @@ class _Sqlite(VariantBase):
     store = "sqlite"
     explorable = False
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
+    def program(self, env: RunEnv) -> Stage[Any]:
         raise NotImplementedError
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
-        program, shared = self.program(env)
-        yield Stage(program=program, shared=shared)
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
+        yield self.program(env)
 
 
 class SqliteNaive(_Sqlite):
@@ -207,8 +207,8 @@ class SqliteNaive(_Sqlite):
         "write the same count-1: a lost update (P4), and the order table shows the double sale"
     )
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return naive, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(naive)
 
 
 class SqliteConditional(_Sqlite):
@@ -217,8 +217,8 @@ class SqliteConditional(_Sqlite):
     safe = True
     why = "the engine checks and decrements in one statement; the row count says who won"
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return conditional, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(conditional)
 
 
 class SqliteImmediate(_Sqlite):
@@ -227,8 +227,8 @@ class SqliteImmediate(_Sqlite):
     safe = True
     why = "the read, the wait and the write run under the database's one write lock"
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return immediate, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(immediate)
 
 
 class SqliteVersion(_Sqlite):
@@ -237,9 +237,9 @@ class SqliteVersion(_Sqlite):
     safe = True
     why = "a write lands only if nobody wrote since the read; a loser reads again and retries"
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
+    def program(self, env: RunEnv) -> Stage[Any]:
         # Each lost compare-and-set means another buyer sold: at most one loss per buyer.
-        return version, (env.buyers,)
+        return Stage(program=version, kit=env.buyers)
 
 
 class SqliteVersionOnce(_Sqlite):
@@ -253,8 +253,8 @@ class SqliteVersionOnce(_Sqlite):
         "tickets stay unsold although buyers wanted them"
     )
 
-    def program(self, env: RunEnv) -> tuple[Callable[..., None], tuple[object, ...]]:
-        return version_once, ()
+    def program(self, env: RunEnv) -> Stage[Any]:
+        return Stage.alone(version_once)
 
 
 #: In the order the lesson goes: the race, then each fix.

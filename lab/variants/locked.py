@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from lab.buyer import Buyer
 from lab.variants._mutex import LOCKS, Mutex, new_mutex
@@ -63,6 +64,6 @@ class Locked(VariantBase):
     )
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
         mutex = new_mutex(env, env.scenario.lock)  # the notes' ``mutex = Lock()``, before the fork
-        yield Stage(program=run, shared=(mutex,), lock=mutex.kind)
+        yield Stage(program=run, kit=mutex, lock=mutex.kind)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from lab.buyer import Buyer
 from lab.variants._mutex import LockKit, file_mutex, lock_kit
@@ -55,5 +56,5 @@ class LockedWriteOnly(VariantBase):
     )
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
-        yield Stage(program=run, shared=(lock_kit(env, "file"),), lock="file")
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
+        yield Stage(program=run, kit=lock_kit(env, "file"), lock="file")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from lab.buyer import Buyer
 from lab.variants.protocol import RunEnv, Stage, VariantBase
@@ -74,5 +75,5 @@ class Naive(VariantBase):
     )
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
-        yield Stage(program=run)
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
+        yield Stage.alone(run)

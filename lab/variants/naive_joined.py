@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from lab.variants.naive import run
 from lab.variants.protocol import RunEnv, Stage, VariantBase
@@ -42,5 +43,5 @@ class NaiveJoined(VariantBase):
     )
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
-        yield Stage(program=run, sequential=True)
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
+        yield Stage.alone(run, sequential=True)

@@ -8,15 +8,18 @@ alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
+from lab.buyer import Bare, BareProgram, Program
 from lab.core.contracts import VariantInfo
 from lab.core.model import Scenario
 
 __all__ = ["MpContext", "RunEnv", "Stage", "Variant", "VariantBase", "VariantInfo"]
+
+K = TypeVar("K")
 
 #: A multiprocessing context (fork, spawn or forkserver). typeshed's
 #: BaseContext lacks ``Process``, which every concrete context has.
@@ -37,17 +40,19 @@ class RunEnv:
 
 
 @dataclass(frozen=True)
-class Stage:
-    """What a variant hands back: the program each buyer runs, and its arguments.
+class Stage(Generic[K]):
+    """What a variant hands back: the program each buyer runs, and its kit.
 
-    Each buyer process calls ``program(me, *shared, *per_buyer[i])``. The
-    program must be a module-level function, so that it also works under the
-    ``spawn`` start method.
+    Each buyer calls ``program(me, kit)``: the one ``kit`` every buyer shares
+    (a lock, a server's address), or its own ``per_buyer[i]`` (the queue's
+    reply pipe). The program is a module-level function, so that it also
+    crosses a ``spawn`` start; a program that needs only ``me`` is staged with
+    :meth:`alone`. mypy checks that the kit is what the program takes.
     """
 
-    program: Callable[..., None]
-    shared: tuple[Any, ...] = ()
-    per_buyer: Sequence[tuple[Any, ...]] | None = None
+    program: Program[K]
+    kit: K
+    per_buyer: Sequence[K] | None = None
     #: the mutex in use, for the report ("file", "mp"), if the variant has one
     lock: str | None = None
     #: buyers seated in one process, each on its own thread. 1 (the notes: one
@@ -59,6 +64,27 @@ class Stage:
     #: filled by the variant while it tears down; the runner copies
     #: ``extra["ledger"]`` (a server's or seller's own account) into the Result
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def kit_for(self, index: int) -> K:
+        """Buyer ``index``'s kit: its own if the stage has one per buyer, else the shared one."""
+        return self.kit if self.per_buyer is None else self.per_buyer[index]
+
+    @staticmethod
+    def alone(
+        program: BareProgram,
+        *,
+        buyers_per_process: int = 1,
+        sequential: bool = False,
+        lock: str | None = None,
+    ) -> Stage[None]:
+        """The stage of a program that needs nothing but its buyer: ``naive.run(me)``."""
+        return Stage(
+            program=Bare(program),
+            kit=None,
+            lock=lock,
+            buyers_per_process=buyers_per_process,
+            sequential=sequential,
+        )
 
 
 class Variant(VariantInfo, Protocol):
@@ -72,7 +98,7 @@ class Variant(VariantInfo, Protocol):
         """
         ...
 
-    def stage(self, env: RunEnv) -> AbstractContextManager[Stage]:
+    def stage(self, env: RunEnv) -> AbstractContextManager[Stage[Any]]:
         """Set up shared machinery (a lock, a seller process) for one run; tear it down on exit."""
         ...
 

@@ -196,7 +196,7 @@ class Queued(VariantBase):
             )
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
         self.check(env.scenario)
         requests = RequestQueue(env.mp)
         stop = env.mp.Event()  # the seller checks it whenever it is idle
@@ -213,10 +213,8 @@ class Queued(VariantBase):
         with signals_deferred():
             owner.start()
         try:
-            yield Stage(
-                program=run,
-                per_buyer=[(SellerLine(requests, recv, env.timeout),) for recv, _ in pipes],
-            )
+            lines = [SellerLine(requests, recv, env.timeout) for recv, _ in pipes]
+            yield Stage(program=run, kit=lines[0], per_buyer=lines)
         finally:
             try:
                 stop.set()

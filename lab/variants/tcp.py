@@ -348,7 +348,7 @@ class _ServerVariant(VariantBase):
                 raise UsageError(f"--connect: {exc}") from None
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
         external = env.scenario.connect is not None
         with contextlib.ExitStack() as stack:
             if env.scenario.connect is not None:
@@ -377,9 +377,7 @@ class _ServerVariant(VariantBase):
                 env.timeout,
                 pool=None if max_open is None else ConnectionPool(max_open),
             )
-            stage = Stage(
-                program=run, shared=(kit,), buyers_per_process=buyers_per_process(env.buyers)
-            )
+            stage = Stage(program=run, kit=kit, buyers_per_process=buyers_per_process(env.buyers))
             yield stage
             address = format_address(host, port)
             try:

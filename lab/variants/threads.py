@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from lab.buyer import Buyer
 from lab.core.errors import UsageError
@@ -233,8 +234,8 @@ class ThreadsNaive(_OneProcessOfThreads):
     )
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
-        yield Stage(program=naive.run, buyers_per_process=env.buyers)
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
+        yield Stage.alone(naive.run, buyers_per_process=env.buyers)
 
 
 class ThreadsLocked(_OneProcessOfThreads):
@@ -247,10 +248,8 @@ class ThreadsLocked(_OneProcessOfThreads):
     )
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
-        yield Stage(
-            program=run_locked, shared=(ThreadLock(env.timeout),), buyers_per_process=env.buyers
-        )
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
+        yield Stage(program=run_locked, kit=ThreadLock(env.timeout), buyers_per_process=env.buyers)
 
 
 def _pool_kit(env: RunEnv, lock: ThreadLock | None) -> PoolKit:
@@ -275,10 +274,8 @@ class ThreadPoolNaive(_OneProcessOfThreads):
     )
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
-        yield Stage(
-            program=pool_naive, shared=(_pool_kit(env, None),), buyers_per_process=env.buyers
-        )
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
+        yield Stage(program=pool_naive, kit=_pool_kit(env, None), buyers_per_process=env.buyers)
 
 
 class ThreadPoolLocked(_OneProcessOfThreads):
@@ -292,9 +289,9 @@ class ThreadPoolLocked(_OneProcessOfThreads):
     )
 
     @contextmanager
-    def stage(self, env: RunEnv) -> Iterator[Stage]:
+    def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
         kit = _pool_kit(env, ThreadLock(env.timeout))
-        yield Stage(program=pool_locked, shared=(kit,), buyers_per_process=env.buyers)
+        yield Stage(program=pool_locked, kit=kit, buyers_per_process=env.buyers)
 
 
 #: Every variant of this module and of :mod:`lab.variants.coroutines`, for the registry.
