@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -85,21 +87,65 @@ _SCHEMA = (
 _INHERITED: list[Conn] = []
 
 
+#: A password in a DSN: ``[scheme://]user:PASSWORD@`` (up to the token's last ``@``) or
+#: ``password=PASSWORD`` (quoted or not).
+_PASSWORD = re.compile(
+    r"(?P<uri>(?:://)?[^\s/@:\"']*:)(?!//)[^\s\"]*(?=@)"
+    r"|(?P<kw>password\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|[^\s\"]*)",
+    re.IGNORECASE,
+)
+
+
+def hide_password(text: str) -> str:
+    """``text`` with every DSN password in it replaced by ``***``."""
+    return _PASSWORD.sub(lambda m: f"{m.group('uri') or m.group('kw')}***", text)
+
+
 def one_line(exc: BaseException) -> str:
-    """An error's message on one line (libpq's messages span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """An error's message on one line (libpq's messages span several), with no password:
+    libpq quotes the part of a DSN it cannot parse (``missing "=" after
+    "POSTGRESQL://u:pw@h/db"``), and that part may hold the password."""
+    return hide_password(" ".join(str(exc).split())) or type(exc).__name__
 
 
 def describe(dsn: str) -> str:
     """``host:port/dbname`` of a DSN, without its password (for reports and errors)."""
     try:
         parts = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "PostgreSQL (an unreadable --dsn)"
+    except (psycopg.Error, ValueError):  # ValueError: a lone surrogate cannot be encoded
+        return "an unreadable DSN"  # (callers say "PostgreSQL at ...")
     host = parts.get("host") or parts.get("hostaddr") or "localhost"
     port = parts.get("port") or "5432"
     dbname = parts.get("dbname") or parts.get("user") or ""
     return f"{host}:{port}/{dbname}"
+
+
+@contextlib.contextmanager
+def _libpq_stderr() -> Iterator[list[str]]:
+    """Hold what libpq itself writes to fd 2 while connecting (``WARNING: password file
+    "/dev/zero" is not a plain file``, from a DSN's ``passfile``): the caller folds it into
+    its one-line error if the connection fails; if it succeeds, it is written out as libpq
+    meant. Without this a refused ``--dsn`` could print two lines on stderr."""
+    said: list[str] = []
+    with contextlib.ExitStack() as stack:
+        try:
+            held = stack.enter_context(tempfile.TemporaryFile())
+            saved = os.dup(2)
+        except OSError:  # no descriptor (or no temp space) to spare: let libpq write to fd 2
+            saved = -1
+        if saved < 0:
+            yield said
+            return
+        os.dup2(held.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            said.append(held.read(4096).decode(errors="replace"))
+    if said[0]:  # connected (an error skips this): libpq's warning, where it meant it
+        os.write(2, said[0].encode())
 
 
 def _forget_inherited(conn: Conn | None) -> None:
@@ -173,14 +219,21 @@ class PgStore:
     def connect(self) -> Conn:
         """A new autocommit connection whose lock waits are bounded (``UsageError`` if refused)."""
         try:
-            conn: Conn = psycopg.connect(
-                self.dsn,
-                autocommit=True,
-                connect_timeout=max(2, min(int(self.timeout), 30)),
-            )
-        except psycopg.Error as exc:
+            with _libpq_stderr() as said:
+                conn: Conn = psycopg.connect(
+                    self.dsn,
+                    autocommit=True,
+                    connect_timeout=max(2, min(int(self.timeout), 30)),
+                )
+        # ValueError too: psycopg encodes the DSN and resolves its host names in Python,
+        # so a lone surrogate or an over-long host label is a UnicodeError, not a
+        # psycopg.Error. Either way it is the user's --dsn: one line, not a traceback.
+        except (psycopg.Error, ValueError) as exc:
+            libpq = " ".join(said[0].split()) if said else ""
+            warned = f" ({libpq})" if libpq else ""
             raise UsageError(
-                f"--dsn: cannot connect to PostgreSQL at {describe(self.dsn)}: {one_line(exc)}"
+                f"--dsn: cannot connect to PostgreSQL at {describe(self.dsn)}: "
+                f"{one_line(exc)}{warned}"
             ) from None
         try:
             ms = max(1, int(self.timeout * 1000))

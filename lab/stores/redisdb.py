@@ -103,6 +103,11 @@ def redact(url: str) -> str:
     try:
         parts = urlsplit(url)
         if parts.password is None:
+            # No "//" (``:pw@h``, ``redis:u:pw@h``): urlsplit sees no userinfo, but a
+            # ``user:secret@`` may still be there. Hide all of it, not just its password.
+            head, at, tail = url.rpartition("@")
+            if at and ":" in head.rpartition("//")[2]:
+                return f"{head.rpartition('//')[0]}{'//' if '//' in head else ''}***@{tail}"
             return url
         netloc = parts.hostname or ""
         if parts.port is not None:
@@ -209,7 +214,10 @@ class RedisStore:
         """Reach the server once; a bad URL or a dead server is one ``UsageError`` line."""
         try:
             self.client().ping()
-        except redis_errors(ValueError) as exc:
+        # redis-py passes a URL's query to the connection class as keywords, unchecked:
+        # an unknown one (``?ssl_cert_reqs=x`` on redis://) is a TypeError, a huge
+        # timeout (``?socket_connect_timeout=1e999``) an OverflowError. The user's --redis-url.
+        except redis_errors(ValueError, TypeError, ArithmeticError) as exc:
             self.close()
             raise unreachable(self.url, exc) from None
 

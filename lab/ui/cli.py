@@ -509,9 +509,21 @@ def _store_url_of(args: argparse.Namespace) -> str | None:
     dsn, url = getattr(args, "dsn", None), getattr(args, "redis_url", None)
     if dsn is not None and url is not None:
         raise UsageError("--dsn and --redis-url: give one server, not both")
-    if dsn is not None or url is not None:
-        return dsn if dsn is not None else url
     variant = getattr(args, "variant", None) or ""
+    if dsn is not None or url is not None:
+        # Name the option the user typed: the runner sees only a URL, and would guess.
+        option = "--dsn" if dsn is not None else "--redis-url"
+        chosen = _variants().get(variant)
+        store = chosen.store if chosen is not None else ""
+        wanted = {"postgres": "--dsn", "redis": "--redis-url", "redis-cluster": "--redis-url"}
+        if chosen is not None and option != wanted.get(store):
+            where = wanted.get(store)
+            kept = "data.json" if store == "json" else store
+            raise UsageError(
+                f"{option}: {variant} keeps its tickets "
+                + (f"on a server named by {where}" if where else f"in {kept}, not on a server")
+            )
+        return dsn if dsn is not None else url
     env = "LAB_REDIS_URL" if variant.startswith(("redis", "cluster")) else "LAB_DSN"
     value = os.environ.get(env) if variant.startswith(("pg-", "redis", "cluster")) else None
     if not value:
