@@ -634,3 +634,21 @@ def test_a_run_on_a_users_postgres_leaves_their_tables_alone(
             }
     finally:
         server.stop()
+
+
+def test_a_url_cannot_lift_the_labs_own_timeouts(work: Path, closed_port: int) -> None:
+    """``?socket_timeout=1e9`` against a server that accepts and never answers: redis-py
+    would wait that long, the lab strips it and answers within its own bound (one line)."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections queue in the backlog; nothing ever replies
+        port = silent.getsockname()[1]
+        url = f"redis://127.0.0.1:{port}/0?socket_timeout=1e9&socket_connect_timeout=1e9"
+        code, out, err = lab(
+            ["run", "redis-lua", "--buyers", "1", "--latency", "0", "--redis-url", url],
+            work,
+            closed_port,
+        )
+    assert_refused(code, out, err, "--redis-url")

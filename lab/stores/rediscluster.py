@@ -22,7 +22,15 @@ from lab.core.errors import LabError
 from lab.core.lazy import lazy_import
 from lab.stores._servers import start_redis_cluster
 from lab.stores.protocol import StorePlace
-from lab.stores.redisdb import COUNT, ORDERS, Client, RedisStore, redis_errors, serve
+from lab.stores.redisdb import (
+    COUNT,
+    ORDERS,
+    Client,
+    RedisStore,
+    own_timeouts,
+    redis_errors,
+    serve,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -81,7 +89,7 @@ class RedisClusterStore(RedisStore):
 
     def _connect(self) -> Client:
         return redis.cluster.RedisCluster.from_url(
-            self.url,
+            own_timeouts(self.url),
             socket_timeout=self.timeout,
             socket_connect_timeout=min(self.timeout, 10.0),
         )

@@ -29,7 +29,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeAlias
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from lab.core.errors import DataFileBusy, StoreCorrupted, UsageError
 from lab.core.lazy import lazy_import
@@ -72,6 +72,22 @@ Client: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
 
 
 #: Everything redis-py raises for a server it cannot use (RedisClusterException is no RedisError).
+#: URL query options that would override the lab's own bounds on every wait.
+_TIMEOUT_OPTIONS = frozenset({"socket_timeout", "socket_connect_timeout", "timeout"})
+
+
+def own_timeouts(url: str) -> str:
+    """``url`` without timeout options: redis-py lets a URL's query override the timeouts
+    it is given, and ``?socket_timeout=1e9`` against a server that never answers would
+    hang the lab. Every wait stays bounded by the run's own timeout."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    kept = [(k, v) for k, v in kept if k.lower() not in _TIMEOUT_OPTIONS]
+    return urlunsplit(parts._replace(query=urlencode(kept)))
+
+
 def redis_errors(*also: type[BaseException]) -> tuple[type[BaseException], ...]:
     """Everything redis-py raises for a server it cannot use (a function: redis loads lazily)."""
     return (redis.RedisError, redis.exceptions.RedisClusterException, OSError, *also)
@@ -195,7 +211,9 @@ class RedisStore:
 
     def _connect(self) -> Client:
         return redis.Redis.from_url(
-            self.url, socket_timeout=self.timeout, socket_connect_timeout=min(self.timeout, 10.0)
+            own_timeouts(self.url),
+            socket_timeout=self.timeout,
+            socket_connect_timeout=min(self.timeout, 10.0),
         )
 
     def client(self) -> Client:
