@@ -124,8 +124,9 @@ def describe(dsn: str) -> str:
 def _libpq_stderr() -> Iterator[list[str]]:
     """Hold what libpq itself writes to fd 2 while connecting (``WARNING: password file
     "/dev/zero" is not a plain file``, from a DSN's ``passfile``): the caller folds it into
-    its one-line error if the connection fails; if it succeeds, it is written out as libpq
-    meant. Without this a refused ``--dsn`` could print two lines on stderr."""
+    its one-line error if the connection fails; if it succeeds, the warning is dropped
+    (the connection worked, and only lab.ui writes to the terminal). Without this a
+    refused ``--dsn`` could print two lines on stderr."""
     said: list[str] = []
     with contextlib.ExitStack() as stack:
         try:
@@ -144,8 +145,6 @@ def _libpq_stderr() -> Iterator[list[str]]:
             os.close(saved)
             held.seek(0)
             said.append(held.read(4096).decode(errors="replace"))
-    if said[0]:  # connected (an error skips this): libpq's warning, where it meant it
-        os.write(2, said[0].encode())
 
 
 def _forget_inherited(conn: Conn | None) -> None:
