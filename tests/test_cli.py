@@ -9,7 +9,7 @@ import pytest
 from filelock import FileLock
 
 from lab import __version__
-from lab.ui.cli import main
+from lab.ui.cli import locale_lang, main
 from lab.variants import VARIANTS
 
 JSON_KEYS = {
@@ -289,3 +289,21 @@ def test_readme_variants_table_is_the_generated_one(capsys: pytest.CaptureFixtur
     assert main(["variants", "--markdown"]) == 0
     generated = capsys.readouterr().out
     assert in_readme == generated, "README.md is stale: paste in `lab variants --markdown`"
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "en"),
+        ({"LANG": "zh_CN.UTF-8"}, "zh"),
+        ({"LANG": "en_US.UTF-8"}, "en"),
+        ({"LANG": "en_US.UTF-8", "LC_ALL": "zh_TW.UTF-8"}, "zh"),
+        ({"LANGUAGE": "en:zh", "LANG": "zh_CN.UTF-8"}, "en"),
+        ({"LANGUAGE": "zh_CN:en", "LANG": "C"}, "zh"),
+        ({"LC_MESSAGES": "zh_CN", "LANG": "en_GB"}, "zh"),
+    ],
+)
+def test_the_language_follows_the_locale_as_gettext_reads_it(
+    environ: dict[str, str], expected: str
+) -> None:
+    assert locale_lang(environ) == expected

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn, overload
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, overload
 
 from lab import __version__
 from lab.core import argtypes, scenarios
@@ -139,6 +139,18 @@ def _variant_list(text: str) -> list[str]:
     return names
 
 
+def locale_lang(environ: Mapping[str, str] | None = None) -> Literal["en", "zh"]:
+    """The language the locale asks for, as gettext reads it: the first of LANGUAGE,
+    LC_ALL, LC_MESSAGES and LANG that is set (LANGUAGE may list several, ``zh_CN:en``)."""
+    env = os.environ if environ is None else environ
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        value = env.get(name, "")
+        if value:
+            first = value.split(":", 1)[0].lower()
+            return "zh" if first.startswith("zh") else "en"
+    return "en"
+
+
 def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     """The options that shape a run; ``run`` and ``compare`` share them."""
     p.add_argument(
@@ -239,7 +251,13 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
         help="declare the run stalled after this long without progress",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of the report")
-    p.add_argument("--lang", choices=["en", "zh"], default="en", help="zh: the notes' own wording")
+    p.add_argument(
+        "--lang",
+        choices=["en", "zh"],
+        default=locale_lang(),
+        help="zh: the notes' own wording (default: from $LANGUAGE, $LC_ALL, $LC_MESSAGES or "
+        "$LANG, else en)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
