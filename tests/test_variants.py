@@ -211,3 +211,14 @@ def test_naive_joined_hides_the_race_by_running_buyers_one_at_a_time(tmp_path: P
     for before, after in itertools.pairwise(order):
         first_event = min(e.t for e in after.events)
         assert first_event >= (before.t_done or 0.0)
+
+
+def test_a_racing_screen_names_the_fix_and_its_command(tmp_path: Path) -> None:
+    from lab.ui.render import fix_hint  # noqa: PLC0415 - the renderer under test
+
+    raced = run_variant("naive", tmp_path, buyers=4, tickets=1, lockstep=True, seed=5)
+    hint = fix_hint(raced, VARIANTS["naive"])
+    assert hint is not None
+    assert "lab run locked --buyers 4 --tickets 1 --latency 0 --lockstep --seed 5" in hint.plain
+    held = run_variant("locked", tmp_path, buyers=4, tickets=1, seed=5)
+    assert fix_hint(held, VARIANTS["locked"]) is None  # nothing to fix

@@ -437,7 +437,9 @@ def fix_hint(result: Result, variant: VariantInfo, lang: Lang = "en") -> Text | 
     it must survive copy and paste at any width.
     """
     r = result
-    if not r.raced or not variant.fixed_by:
+    # A torn read is the same missing lock showing itself (a read between another
+    # buyer's truncate and write): it needs the same fix, even when nothing oversold.
+    if not (r.raced or r.torn_reads) or not variant.fixed_by:
         return None
     sc = r.scenario
     low, high = sc.latency.low, sc.latency.high
