@@ -40,6 +40,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier, Event, Semaphore
 from typing import Any, TypeAlias, TypeVar
 
+from lab.core.interrupts import held
 from lab.core.model import BuyerEvent, EventKind
 from lab.stores.protocol import TicketStore
 
@@ -83,7 +84,11 @@ def signals_deferred() -> Iterator[None]:
     if can_mask:
         signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
     try:
-        yield
+        # The mask holds back a signal sent to this thread; ``held`` the one the
+        # kernel gives another thread (rich's refresh thread) and Python then
+        # runs here anyway. Leaving the block raises whichever was held.
+        with held:
+            yield
     finally:
         if can_mask:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)

@@ -13,18 +13,15 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, overload
 
 from lab import __version__
-from lab.core import argtypes, scenarios
+from lab.core import argtypes, interrupts, scenarios
 from lab.core.errors import LabError, UsageError
+from lab.core.interrupts import EXIT_STATUS, last_signal
 from lab.core.model import MAX_TICKETS, Scenario
 from lab.core.paths import check_output_path, read_input_file
 from lab.stores import rundirs
@@ -45,8 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["build_parser", "main"]
 
-#: SIGINT / SIGTERM -> the conventional 128 + signal number exit status.
-_INTERRUPTED: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 #: The most buyers one command may start in all: --buyers x --repeat x variants.
 #: Time and the run directories' churn grow with it; 10 buyers x 10,000 runs fit.
 MAX_BUYER_RUNS = 200_000
@@ -597,25 +592,6 @@ def _check_total(buyers: int, runs: int) -> None:
         )
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[dict[str, int]]:
-    """Let SIGTERM take the same path as Ctrl-C: reap, partial tally, exit 143."""
-    seen = {"signal": int(signal.SIGINT)}
-    if threading.current_thread() is not threading.main_thread():
-        yield seen
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        seen["signal"] = signum
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield seen
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _failed_check(result: Result) -> bool:
     return not result.consistent
 
@@ -660,18 +636,17 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print(render.run_header(variant.name, scenario, tickets, scenario.seed or 0, lock))
         if args.scenario and scenario.description:
             console.print(Text(scenario.description, style="italic"))
-    with _sigterm_as_interrupt() as seen:
-        try:
-            result = run(
-                variant,
-                scenario,
-                data=args.data,
-                observer=live,
-                start_method=args.start_method,
-                stall_timeout=args.stall_timeout,
-            )
-        finally:
-            live.stop()
+    try:
+        result = run(
+            variant,
+            scenario,
+            data=args.data,
+            observer=live,
+            start_method=args.start_method,
+            stall_timeout=args.stall_timeout,
+        )
+    finally:
+        live.stop()
     if args.json:
         sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
     else:
@@ -687,7 +662,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         if not args.json:
             console.print(Text(f"HTML report: {args.html}", style="dim"))
     if result.interrupted:
-        return _INTERRUPTED.get(signal.Signals(seen["signal"]), 130)
+        return EXIT_STATUS[last_signal()]
     if result.stalled:
         return 1
     return 1 if args.check and _failed_check(result) else 0
@@ -717,26 +692,25 @@ def _cmd_compare(
         bar=console.is_terminal and not args.json,
         total_runs=len(cases) * args.repeat,
     )
-    with _sigterm_as_interrupt() as seen:
-        try:
-            stats, interrupted = compare(
-                cases,
-                scenario,
-                args.repeat,
-                observer=live,
-                on_result=lambda case, result: live.run_done(case.variant.name),
-                start_method=args.start_method,
-                stall_timeout=args.stall_timeout,
-            )
-        finally:
-            live.stop()
+    try:
+        stats, interrupted = compare(
+            cases,
+            scenario,
+            args.repeat,
+            observer=live,
+            on_result=lambda case, result: live.run_done(case.variant.name),
+            start_method=args.start_method,
+            stall_timeout=args.stall_timeout,
+        )
+    finally:
+        live.stop()
     _report_stats(stats, scenario, args, console)
     if interrupted:
         if not args.json:
             console.print(
                 Text("INTERRUPTED: the table covers the runs finished so far.", style="bold yellow")
             )
-        return _INTERRUPTED.get(signal.Signals(seen["signal"]), 130)
+        return EXIT_STATUS[last_signal()]
     if args.check and any(s.betrayed for s in stats):
         return 1
     return 0
@@ -760,7 +734,7 @@ def _cmd_matrix(args: argparse.Namespace, console: Console) -> int:
     settings = Settings(
         buyers=args.buyers, repeat=args.repeat, lockstep=args.lockstep, seed=args.seed
     )
-    with _sigterm_as_interrupt(), console.status("lab matrix: starting") as status:
+    with console.status("lab matrix: starting") as status:
         rows, seed = run_matrix(
             args.engines,
             settings,
@@ -918,24 +892,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lab`` command; returns the exit status."""
     _tolerate_unencodable(sys.stdout)
     # SIGTERM takes Ctrl-C's path for the whole command (parsing and rendering too),
-    # so it always ends in one line and 143, never in the default action's silence.
-    seen = {"signal": int(signal.SIGINT)}
+    # so it always ends in one line and 143, never in the default action's silence;
+    # and neither lands in the middle of a print (lab.core.interrupts says why).
     try:
-        with _sigterm_as_interrupt() as seen:
-            return _main(argv, seen)
+        with interrupts.installed():
+            return _main(argv)
     except KeyboardInterrupt:
         # Landed between installing the handler and _main's own try (or after it):
         # the same one line and status, never the interpreter's death by SIGINT.
         print("lab: interrupted", file=sys.stderr)
-        return _INTERRUPTED.get(signal.Signals(seen["signal"]), 130)
+        return EXIT_STATUS[last_signal()]
 
 
-def _main(argv: Sequence[str] | None, seen: dict[str, int]) -> int:
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        from rich.console import Console  # noqa: PLC0415 - lazy: `lab --help` needs no rich
+        from lab.ui._console import HeldConsole  # noqa: PLC0415 - lazy: `lab --help` needs no rich
 
-        return _dispatch(args, Console(highlight=False))
+        return _dispatch(args, HeldConsole(highlight=False))
     except LabError as exc:
         print(f"lab: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
@@ -949,7 +923,7 @@ def _main(argv: Sequence[str] | None, seen: dict[str, int]) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         print("lab: interrupted", file=sys.stderr)
-        return _INTERRUPTED.get(seen["signal"], 130)
+        return EXIT_STATUS[last_signal()]
 
 
 def _dispatch(args: argparse.Namespace, console: Console) -> int:
@@ -968,8 +942,7 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         from lab.ui import serve  # noqa: PLC0415
 
         check_output_path(args.data, "--data")
-        with _sigterm_as_interrupt():
-            return serve.serve_command(args, console)
+        return serve.serve_command(args, console)
     if args.command == "matrix":
         return _cmd_matrix(args, console)
     if args.command == "variants":

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lab.core.interrupts import held
 from lab.core.model import BuyerEvent
 from lab.harness.runner import Observer
 from lab.ui import render
@@ -62,7 +63,8 @@ class LiveProgress(Observer):
                 "runs", total=self.total_runs, completed=self.runs_finished
             )
         self.buyers_task = self.progress.add_task("buyers", total=buyers)
-        self.progress.start()
+        with held:  # an interrupt never leaves the bar half started (or half stopped, below)
+            self.progress.start()
 
     def event(self, event: BuyerEvent) -> None:
         if self.verbose:
@@ -75,7 +77,8 @@ class LiveProgress(Observer):
     def _print_held(self, until: float = math.inf) -> None:
         while self._held and self._held[0][0] <= until:
             _, _, event = heapq.heappop(self._held)
-            self.console.print(render.event_line(event, self.lang))
+            with held:  # never cut a print in half (lab.core.interrupts)
+                self.console.print(render.event_line(event, self.lang))
 
     def finished(self, buyer: int) -> None:
         if self.progress is not None:
@@ -90,5 +93,6 @@ class LiveProgress(Observer):
     def stop(self) -> None:
         self._print_held()  # the run is over: the rest, in time order
         if self.progress is not None:
-            self.progress.stop()
+            with held:
+                self.progress.stop()
             self.progress = None
