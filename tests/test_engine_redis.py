@@ -39,7 +39,7 @@ from lab.stores import open_store as open_backend
 from lab.stores._servers import PrivateServer, start_redis, start_redis_cluster
 from lab.stores.protocol import StorePlace
 from lab.stores.rediscluster import COUNT_UNTAGGED, ORDERS_UNTAGGED, RedisClusterStore, slot
-from lab.stores.redisdb import CLAIM, COUNT, ORDERS, PREFIX, RedisStore, redact
+from lab.stores.redisdb import CLAIM, COUNT, ORDERS, PREFIX, SEEDED, RedisStore, redact
 from lab.variants import engine_redis
 from lab.variants.engine_redis import VARIANTS
 
@@ -534,7 +534,7 @@ def test_cluster_store_spreads_nothing_but_its_own_slot(
         finally:
             node.close()
         mine = owner.connection_pool.connection_kwargs["port"] == port
-        assert keys == ({COUNT, ORDERS} if mine else set()), (port, keys)
+        assert keys == ({COUNT, ORDERS, SEEDED} if mine else set()), (port, keys)
 
 
 # --- the store contract ---------------------------------------------------------------------------
@@ -717,7 +717,7 @@ def test_the_lab_touches_only_its_own_keys(
                     every |= {k.decode() for k in node.scan_iter()}
                 finally:
                     node.close()
-        assert every - {*theirs, "queue"} <= {COUNT, ORDERS}
+        assert every - {*theirs, "queue"} <= {COUNT, ORDERS, SEEDED}
     finally:
         for key in (*theirs, "queue"):  # one by one: on a cluster they are in several slots
             store.client().delete(key)
@@ -814,7 +814,7 @@ def test_runner_leaves_the_users_keys_alone(server: PrivateServer) -> None:
         client.set("ticket_num", "7")
         run(engine_redis.RedisWatch(), scenario(server.url, buyers=6, tickets=3))
         assert client.get("ticket_num") == b"7"
-        assert {k.decode() for k in client.scan_iter()} - {"ticket_num"} <= {COUNT, ORDERS}
+        assert {k.decode() for k in client.scan_iter()} - {"ticket_num"} <= {COUNT, ORDERS, SEEDED}
         assert client.exists(CLAIM) == 0, "the run released its claim"
     finally:
         client.delete("ticket_num")

@@ -280,3 +280,26 @@ def test_an_unreadable_ledger_shows_no_counts() -> None:
     assert "server ledger (127.0.0.1:8000): (empty)" in text_of(render_result(r))
     full = text_of(render_result(make(1, 0, bought(0, 1), 1, ledger=STATS)))
     assert "sold 10 · sold out 0 · remaining 0 · lost updates 9 · errors 0" in full
+
+
+def test_other_runs_sales_close_the_books_and_count_toward_double_sales() -> None:
+    """``--join``: 4 tickets, this run sold 2, another run's 2 are in the engine's ledger."""
+    events = bought(0, 4) + bought(1, 3)
+    shared = make(
+        4, 0, events, 2, expected_safe=True, orders=((0, 4), (1, 3)), orders_elsewhere=(2, 1)
+    )
+    assert shared.sold_elsewhere == 2
+    assert shared.accounted and shared.ledger_agrees and shared.consistent
+    assert shared.oversold == 0 and shared.ledger_double_sold == 0
+    assert shared.verdict is Verdict.HOLDS
+    assert "sold elsewhere" in text_of(render_result(shared, "en"))
+    # Without the other run's orders, the same count is a mismatch: two sales nobody made.
+    alone = make(4, 0, events, 2, expected_safe=True, orders=((0, 4), (1, 3)))
+    assert not alone.accounted and not alone.ledger_agrees
+    # The other run sold ticket 3 too: a double sale only the shared ledger shows.
+    double = make(4, 0, events, 2, orders=((0, 4), (1, 3)), orders_elsewhere=(3, 1))
+    assert double.ledger_double_sold == 1 and not double.consistent
+    # Six sales of one ticket, three of them elsewhere: five oversold, on either machine.
+    one = [e for i in range(3) for e in bought(i, 1)]
+    naive = make(1, 0, one, 3, orders=((0, 1), (1, 1), (2, 1)), orders_elsewhere=(1, 1, 1))
+    assert naive.oversold == 5

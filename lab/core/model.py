@@ -130,6 +130,9 @@ class Scenario:
     #: for the engine variants: the user's own server (``--dsn``, ``--redis-url``); the
     #: lab then uses only its own table or key prefix there. None: a private server
     store_url: str | None = None
+    #: ``--join``: sell from the sale already on ``store_url`` (seeded by another run,
+    #: perhaps on another machine) alongside any run selling there now; never re-seed
+    join: bool = False
 
 
 @dataclass(frozen=True)
@@ -318,6 +321,10 @@ class Result:
     #: the engine's own orders ledger, (buyer, ticket) per sale it recorded; None when
     #: the store keeps none (data.json holds only a count)
     orders: tuple[tuple[int, int], ...] | None = None
+    #: tickets the ledger records for *other* runs selling from the same engine at
+    #: once (``--join``: buyers on other machines). Their sales are in ``tickets -
+    #: remaining`` too, so the books and the double-sale check count them.
+    orders_elsewhere: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         ledger: object = self.ledger
@@ -380,7 +387,8 @@ class Result:
         """Tickets the engine's own orders ledger records more than once."""
         if self.orders is None:
             return 0
-        return sum(1 for n in Counter(t for _, t in self.orders).values() if n > 1)
+        tickets = [t for _, t in self.orders] + list(self.orders_elsewhere)
+        return sum(1 for n in Counter(tickets).values() if n > 1)
 
     @property
     def ledger_agrees(self) -> bool:
@@ -411,14 +419,25 @@ class Result:
         return max(0, self.unknown - self.killed)
 
     @property
+    def sold_elsewhere(self) -> int:
+        """Sales the engine's ledger records for other runs sharing the sale (``--join``)."""
+        return len(self.orders_elsewhere)
+
+    @property
     def oversold(self) -> int:
-        """Sales beyond the tickets that existed: ``max(0, sold - tickets)``."""
-        return max(0, self.sold - self.tickets)
+        """Sales beyond the tickets that existed: ``max(0, sold + sold_elsewhere - tickets)``."""
+        return max(0, self.sold + self.sold_elsewhere - self.tickets)
 
     @property
     def visible_sales(self) -> int | None:
-        """Sales the file shows: ``tickets - remaining`` (``None`` if it is unreadable)."""
-        return None if self.remaining is None else self.tickets - self.remaining
+        """This run's sales the store shows: ``tickets - remaining - sold_elsewhere``.
+
+        ``None`` if the store is unreadable. Other runs' sales (``--join``) are
+        taken from the engine's ledger, so a lost update anywhere still shows.
+        """
+        if self.remaining is None:
+            return None
+        return self.tickets - self.remaining - self.sold_elsewhere
 
     @property
     def lost_updates(self) -> int | None:
@@ -474,7 +493,7 @@ class Result:
 
     @property
     def accounted(self) -> bool:
-        """The books balance: ``sold + remaining + unknown_consumed == tickets``.
+        """The books balance: ``sold + sold_elsewhere + remaining + unknown_consumed == tickets``.
 
         That holds when no confirmed sale is missing from the file (no lost
         update among confirmed sales), and every sale the file shows but no
@@ -484,7 +503,9 @@ class Result:
         """
         if self.remaining is None or self.remaining < 0:
             return False  # a count below zero never balances (DECR without its INCR)
-        balance = self.sold + self.remaining + self.unknown_consumed == self.tickets
+        balance = (
+            self.sold + self.sold_elsewhere + self.remaining + self.unknown_consumed == self.tickets
+        )
         return balance and self.unknown_consumed <= self.unknown and self.ledger_agrees
 
     @cached_property
@@ -526,8 +547,9 @@ class Result:
 
     @property
     def consistent(self) -> bool:
-        """No oversell, no lost update, no error, no stall, a readable file whose
-        books balance, and no buyer vanished unless ``--crash`` killed it.
+        """No oversell, no lost update, no double sale in the engine's ledger, no
+        error, no stall, a readable file whose books balance, and no buyer
+        vanished unless ``--crash`` killed it.
         """
         return (
             self.oversold == 0
@@ -536,6 +558,7 @@ class Result:
             and self.stalled is None
             and self.accounted
             and self.hidden_lost_updates == 0
+            and self.ledger_double_sold == 0
             and self.unknown == self.killed
         )
 
@@ -612,6 +635,7 @@ class Result:
             "undersold": self.undersold,
             "retries": self.retries,
             "orders": None if self.orders is None else [list(o) for o in self.orders],
+            "orders_elsewhere": list(self.orders_elsewhere),
             "ledger_agrees": self.ledger_agrees,
             "verdict": self.verdict.value,
             "killed": self.killed,

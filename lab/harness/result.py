@@ -62,4 +62,5 @@ def build_result(
         is Expectation.YOURS,
         schedule_driven=schedule_driven,
         orders=final.orders,
+        orders_elsewhere=final.orders_elsewhere,
     )

@@ -31,6 +31,7 @@ import os
 import random
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from functools import partial
 from multiprocessing.connection import Connection
@@ -52,7 +53,7 @@ from lab.harness._procs import ForkedProcess
 from lab.harness.result import build_result
 from lab.stores import open_store
 from lab.stores.jsonfile import Store
-from lab.stores.protocol import Snapshot, StorePlace, TicketStore
+from lab.stores.protocol import Holding, SharedSale, Snapshot, StorePlace, TicketStore
 from lab.stores.rundirs import new_run_dir
 from lab.variants.protocol import MpContext, RunEnv, Stage, Variant
 
@@ -95,6 +96,9 @@ class Observer:
 
     def tick(self, now: float) -> None:
         """Called at least every 0.05 s while buyers run (``now``: seconds since the gun)."""
+
+    def waiting(self, why: str) -> None:
+        """Every buyer is done, but the run waits for something else (``why``)."""
 
 
 def with_seed(scenario: Scenario) -> Scenario:
@@ -254,10 +258,21 @@ def run(
     )
     try:
         with open_store(variant.store, place) as store:
+            shared = isinstance(store, SharedSale) and scenario.store_url is not None
+            if isinstance(store, SharedSale):
+                # This run's tag on its orders: each run's tally tells its buyers'
+                # orders from those of runs that --join the same sale.
+                store.run = uuid.uuid4().hex[:12]
             # Forked buyers inherit the claim: it lasts until the last of them is gone.
-            claim = store.claim()
+            if scenario.join:
+                assert isinstance(store, SharedSale), "refuse_early allows --join on servers only"
+                claim = store.join()
+            else:
+                claim = store.claim()
             try:
-                return _run_locked(variant, scenario, store, data=data, **kw)
+                return _run_locked(
+                    variant, scenario, store, data=data, claim=claim if shared else None, **kw
+                )
             finally:
                 # Closes this process's descriptor only (never an unlock): buyers
                 # that outlive the runner still hold the claim.
@@ -308,6 +323,14 @@ def refuse_early(variant: Variant, scenario: Scenario) -> None:
             f"{option}: {variant.name} keeps its tickets in "
             f"{'data.json' if variant.store == 'json' else variant.store}, not on a server"
         )
+    if scenario.join:
+        if variant.store not in _SERVER_STORES:
+            raise UsageError(f"--join: {variant.name} sells from no server another run can reach")
+        if scenario.store_url is None:
+            option = "--dsn" if variant.store == "postgres" else "--redis-url"
+            raise UsageError(f"--join: name the server the sale is on ({option})")
+        if scenario.tickets is not None:
+            raise UsageError("--join sells what the sale has left; drop --tickets")
     variant.check(scenario)
 
 
@@ -393,17 +416,23 @@ def _run_locked(
     seed: int,
     latencies: list[float],
     stall_timeout: float | None,
+    claim: Holding | None = None,
 ) -> Result:
     n = scenario.buyers
     if scenario.connect is not None:
         # The buyers use the server's data.json; nothing local exists, and the
         # tally is taken from the server's ledger below.
         tickets = 0
+    elif scenario.join:
+        tickets = store.read()  # what the sale has left; its seed comes with the snapshot
     elif data is None or scenario.tickets is not None:
         tickets = scenario.tickets if scenario.tickets is not None else 1
         store.seed(tickets)
     else:
         tickets = store.read()
+    if claim is not None and not scenario.join:
+        assert isinstance(store, SharedSale)
+        store.share(claim)  # seeded: from now on other runs may --join this sale
 
     high = scenario.latency.high
     # Every wait allows for the last buyer's arrival (``--arrival``), too.
@@ -539,11 +568,20 @@ def _run_locked(
     if box.temps:
         # Every buyer is reaped: a killed writer's temp file can no longer be renamed.
         store.discard(box.temps)
-
+    if claim is not None and not interrupted:
+        # Runs that share the sale (--join) may still be selling: the tally waits
+        # for them, so every machine's books close on the same final state.
+        assert isinstance(store, SharedSale)
+        observer.waiting("waiting for the other runs selling from this sale to finish")
+        alone = store.wait_for_others(claim, timeout=wait_timeout)
     if t_end is None:
         t_end = time.monotonic()
     # A --connect run's buyers used the server's data.json: tally against its own account.
     final = store.snapshot() if scenario.connect is None else server_snapshot(ledger)
+    if claim is not None and not interrupted and not alone:
+        final = dataclasses.replace(
+            final, text=f"{final.text} (other runs were still selling when it was read)"
+        )
     return build_result(
         variant,
         scenario,

@@ -3,10 +3,11 @@
 Two tables, both the lab's own (``lab_tickets`` and ``lab_orders``), as in
 the SQLite backend::
 
-    lab_tickets(id = 1, ticket_num, version)   the count, and a version for
-                                               optimistic compare-and-set
-    lab_orders(buyer, ticket)                  the engine's own ledger: one row
-                                               per sale it recorded
+    lab_tickets(id = 1, ticket_num, version,   the count, a version for optimistic
+                seeded)                        compare-and-set, and the count seeded
+    lab_orders(run, buyer, ticket)             the engine's own ledger: one row
+                                               per sale it recorded, tagged with
+                                               the run (the lab) that made it
 
 The ledger has no unique index on purpose: a double sale must be *visible*
 in it (two rows for one ticket), not turned into an error.
@@ -23,9 +24,11 @@ Where the server comes from:
   and one ledger, and the tables can be inspected after the run
   (``DROP TABLE lab_tickets, lab_orders`` removes them).
 
-One run per database at a time: the runner's claim is a session-level
-``pg_try_advisory_lock`` on :data:`CLAIM_KEY`, held by a connection of its
-own until the run ends (the server releases it if the runner dies).
+One sale per database at a time: the runner's claim is a session-level
+advisory lock on :data:`CLAIM_KEY`, held by a connection of its own until the
+run ends (the server releases it if the runner dies). The run that seeds takes
+it exclusively, then shares it (:meth:`PgStore.share`): runs on other machines
+``--join`` with the shared lock, and nobody can re-seed under them.
 
 Each process opens its own connection after a fork (a connection never
 crosses a fork, and the parent's is never closed from a child, which would
@@ -40,6 +43,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -55,12 +59,14 @@ from lab.core.model import MAX_TICKETS
 from lab.stores._servers import start_postgres
 from lab.stores.protocol import Holding, Snapshot, StorePlace
 
-__all__ = ["CLAIM_KEY", "ORDERS", "SALE_KEY", "TICKETS", "PgStore", "open_store"]
+__all__ = ["CLAIM_KEY", "ORDERS", "SALE_KEY", "SELLING_KEY", "TICKETS", "PgStore", "open_store"]
 
 TICKETS = "lab_tickets"
 ORDERS = "lab_orders"
 #: The advisory-lock key a run holds for its whole length (one run per database).
 CLAIM_KEY = 0x6C61625F72756E  # "lab_run"
+#: Held shared by every run whose buyers are selling from the sale (``--join``).
+SELLING_KEY = 0x6C61625F62757973  # "lab_buys"
 #: The advisory-lock key ``pg-advisory`` buyers take around their read-wait-write.
 SALE_KEY = 0x6C61625F73616C  # "lab_sal"
 
@@ -78,7 +84,13 @@ _SCHEMA = (
     buyer integer NOT NULL,
     ticket integer NOT NULL
 )""",
+    # Columns added since the first release: tables an older lab left on a
+    # user's server gain them at the next seed.
+    f"ALTER TABLE {TICKETS} ADD COLUMN IF NOT EXISTS seeded integer",
+    f"ALTER TABLE {ORDERS} ADD COLUMN IF NOT EXISTS run text NOT NULL DEFAULT ''",
 )
+#: How often a run that waits for the others sharing its sale looks again.
+_ALONE_POLL_S = 0.1
 
 #: Connections a forked child inherited from its parent. They are kept, never
 #: used and never closed: closing (or freeing) one would send the server a
@@ -185,8 +197,11 @@ class PgStore:
         timeout: float = 60.0,
         private: bool = False,
         step: Callable[[str], None] | None = None,
+        run: str = "",
     ) -> None:
         self.dsn = dsn
+        #: this run's tag on its orders (SharedSale): set by the runner
+        self.run = run
         #: the longest any lock wait or connection attempt may take
         self.timeout = timeout
         #: a throw-away server the lab started (True), or the user's own (--dsn)
@@ -198,10 +213,12 @@ class PgStore:
 
     def __getstate__(self) -> dict[str, object]:
         # Only the DSN (and settings) cross a process boundary; never a connection.
-        return {"dsn": self.dsn, "timeout": self.timeout, "private": self.private}
+        return {"dsn": self.dsn, "timeout": self.timeout, "private": self.private, "run": self.run}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["dsn"], timeout=state["timeout"], private=state["private"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["dsn"], timeout=state["timeout"], private=state["private"], run=state["run"]
+        )
 
     def __repr__(self) -> str:
         return f"PgStore({describe(self.dsn)!r})"
@@ -213,7 +230,9 @@ class PgStore:
 
     def for_buyer(self, step: Callable[[str], None]) -> PgStore:
         """This store as one buyer uses it: its own connection, and its crash hook."""
-        return PgStore(self.dsn, timeout=self.timeout, private=self.private, step=step)
+        return PgStore(
+            self.dsn, timeout=self.timeout, private=self.private, step=step, run=self.run
+        )
 
     def connect(self) -> Conn:
         """A new autocommit connection whose lock waits are bounded (``UsageError`` if refused)."""
@@ -279,9 +298,57 @@ class PgStore:
         if row is None or not row[0]:
             conn.close()
             raise DataFileBusy(
-                f"{describe(self.dsn)}: another lab run is using {TICKETS} in this database"
+                f"{describe(self.dsn)}: another lab run is selling from {TICKETS} in this "
+                "database; --join it, or wait for it to finish"
             )
         return _Claim(conn)
+
+    def share(self, claim: Holding) -> None:
+        assert isinstance(claim, _Claim)
+        assert claim.conn is not None
+        # One session may hold both modes of one key: take the shared lock, then
+        # let the exclusive one go. There is no moment without a claim.
+        claim.conn.execute("SELECT pg_advisory_lock_shared(%s)", (CLAIM_KEY,))
+        claim.conn.execute("SELECT pg_advisory_lock_shared(%s)", (SELLING_KEY,))
+        claim.conn.execute("SELECT pg_advisory_unlock(%s)", (CLAIM_KEY,))
+
+    def join(self) -> Holding:
+        conn = self.connect()
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (CLAIM_KEY,)).fetchone()
+            if row is None or not row[0]:
+                raise DataFileBusy(
+                    f"{describe(self.dsn)}: a lab run is seeding {TICKETS}; --join once it sells"
+                )
+            conn.execute(f"SELECT ticket_num, seeded FROM {TICKETS} WHERE id = 1").fetchone()
+            conn.execute("SELECT pg_advisory_lock_shared(%s)", (SELLING_KEY,))
+        except psycopg.Error as exc:
+            conn.close()
+            raise UsageError(
+                f"--join: no sale to join on {describe(self.dsn)} ({one_line(exc)}); "
+                "start one with --tickets N first"
+            ) from None
+        except DataFileBusy:
+            conn.close()
+            raise
+        return _Claim(conn)
+
+    def wait_for_others(self, claim: Holding, timeout: float) -> bool:
+        assert isinstance(claim, _Claim)
+        assert claim.conn is not None
+        # Our buyers are done. The claim itself stays (nobody re-seeds until our
+        # tally is read); only the selling lock goes, so two runs never wait on
+        # each other.
+        claim.conn.execute("SELECT pg_advisory_unlock_shared(%s)", (SELLING_KEY,))
+        deadline = time.monotonic() + timeout
+        while True:
+            row = claim.conn.execute("SELECT pg_try_advisory_lock(%s)", (SELLING_KEY,)).fetchone()
+            if row is not None and row[0]:
+                claim.conn.execute("SELECT pg_advisory_unlock(%s)", (SELLING_KEY,))
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_ALONE_POLL_S)
 
     def seed(self, tickets: int) -> None:
         if not 0 <= tickets <= MAX_TICKETS:
@@ -293,9 +360,10 @@ class PgStore:
             with db.transaction():
                 db.execute(f"DELETE FROM {ORDERS}")
                 db.execute(
-                    f"INSERT INTO {TICKETS}(id, ticket_num, version) VALUES (1, %s, 0) "
-                    "ON CONFLICT (id) DO UPDATE SET ticket_num = excluded.ticket_num, version = 0",
-                    (tickets,),
+                    f"INSERT INTO {TICKETS}(id, ticket_num, version, seeded) VALUES (1, %s, 0, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET ticket_num = excluded.ticket_num, "
+                    "version = 0, seeded = excluded.seeded",
+                    (tickets, tickets),
                 )
         except psycopg.Error as exc:
             raise UsageError(
@@ -317,20 +385,40 @@ class PgStore:
         (the server sees its connection close)."""
 
     def snapshot(self) -> Snapshot:
+        db = None
         try:
+            db = self.db()
+            # One snapshot of both tables: a run still selling elsewhere cannot
+            # commit between reading the count and reading the ledger.
+            db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             count = self.read()
-            rows = self.db().execute(
-                f"SELECT buyer, ticket FROM {ORDERS} ORDER BY ticket DESC, buyer"
-            )
-            orders = tuple((int(buyer), int(ticket)) for buyer, ticket in rows)
+            row = db.execute(f"SELECT seeded FROM {TICKETS} WHERE id = 1").fetchone()
+            rows = db.execute(
+                f"SELECT run, buyer, ticket FROM {ORDERS} ORDER BY ticket DESC, buyer"
+            ).fetchall()
         except StoreCorrupted as exc:
             return Snapshot(remaining=None, problem=exc.problem, where=self.where)
         except (psycopg.Error, UsageError) as exc:
             return Snapshot(remaining=None, problem=one_line(exc), where=self.where)
         finally:
+            if db is not None and not db.closed:
+                with contextlib.suppress(psycopg.Error):
+                    db.execute("ROLLBACK")
             self.close()
-        text = f"{TICKETS}.ticket_num = {count}; {ORDERS}: {len(orders)} rows"
-        return Snapshot(remaining=count, text=text, where=self.where, orders=orders)
+        orders = tuple((int(b), int(t)) for run, b, t in rows if run == self.run)
+        elsewhere = tuple(int(t) for run, _, t in rows if run != self.run)
+        seeded = row[0] if row is not None and isinstance(row[0], int) else None
+        text = f"{TICKETS}.ticket_num = {count}; {ORDERS}: {len(rows)} rows"
+        if elsewhere:
+            text += f" ({len(elsewhere)} of them by other runs)"
+        return Snapshot(
+            remaining=count,
+            text=text,
+            where=self.where,
+            tickets=seeded,
+            orders=orders,
+            orders_elsewhere=elsewhere,
+        )
 
 
 @contextlib.contextmanager

@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-__all__ = ["Holding", "Snapshot", "StorePlace", "TicketStore"]
+__all__ = ["Holding", "SharedSale", "Snapshot", "StorePlace", "TicketStore"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,9 @@ class Snapshot:
     #: the engine's own orders ledger: (buyer index, ticket number) per sale it
     #: recorded. ``None`` when the store keeps no ledger (data.json holds only a count).
     orders: tuple[tuple[int, int], ...] | None = None
+    #: tickets the ledger records for other runs that sold from the same sale at
+    #: the same time (``--join``, perhaps on other machines)
+    orders_elsewhere: tuple[int, ...] = ()
 
 
 class Holding(Protocol):
@@ -100,4 +103,39 @@ class TicketStore(Protocol):
     def for_buyer(self, step: Callable[[str], None]) -> TicketStore:
         """The store as one buyer process uses it (its own connection, opened after
         the fork), calling ``step`` at the store's own crash points ("mid-write")."""
+        ...
+
+
+@runtime_checkable
+class SharedSale(Protocol):
+    """A store on a server that several labs may sell from at once (``--join``).
+
+    One run seeds the sale under the sole claim, then :meth:`share` lets others
+    in; a joining run takes a shared claim with :meth:`join` and never seeds.
+    Every order carries the run's own tag (:attr:`run`), so each run's tally
+    tells its buyers' orders from the others' in the engine's one ledger::
+
+        machine A: claim() -> seed(n) -> share(claim) ---- buyers ---- wait_for_others -> snapshot
+        machine B:                 join() --------------- buyers ---- wait_for_others -> snapshot
+    """
+
+    #: this run's tag on its orders (set by the runner before the buyers start)
+    run: str
+
+    def share(self, claim: Holding) -> None:
+        """Turn the sole claim (taken to seed) into a shared one: ``--join`` may come in."""
+        ...
+
+    def join(self) -> Holding:
+        """A shared claim on the sale already on the server.
+
+        Raises ``DataFileBusy`` while another run holds the sole claim (seeding),
+        and ``UsageError`` when no sale was ever seeded there.
+        """
+        ...
+
+    def wait_for_others(self, claim: Holding, timeout: float) -> bool:
+        """Say this run's buyers are done, then wait until no other run's buyers still
+        sell (their runs may still hold the claim, to read their tallies); False if
+        some still did at ``timeout``."""
         ...

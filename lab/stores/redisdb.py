@@ -4,9 +4,13 @@ The lab keeps everything under one key prefix, ``lab:``, and touches nothing
 else on the server (no ``FLUSHDB``, no ``KEYS *``)::
 
     lab:{tickets}:count    the count, a string holding an integer
-    lab:{tickets}:orders   the engine's own ledger: a list of "buyer:ticket",
+    lab:{tickets}:seeded   the count the sale was seeded with
+    lab:{tickets}:orders   the engine's own ledger: a list of "run/buyer:ticket",
                            one entry per sale it recorded
-    lab:{tickets}:claim    who runs on this server now (SET NX, with a TTL)
+    lab:{tickets}:claim    the run that seeds the sale now (SET NX, with a TTL)
+    lab:{tickets}:runs     the runs sharing it now (a sorted set: token ->
+                           expiry), the seeding run's among them once it shares
+    lab:{tickets}:selling  those of them whose buyers still sell
 
 The ``{tickets}`` hash tag puts the three keys in one hash slot, so the same
 names work on a Redis Cluster (:mod:`lab.stores.rediscluster`), where a Lua
@@ -26,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeAlias
@@ -50,9 +55,13 @@ __all__ = [
     "COUNT",
     "ORDERS",
     "PREFIX",
+    "RUNS",
+    "SEEDED",
+    "SELLING",
     "Client",
     "RedisStore",
     "open_store",
+    "order_entry",
     "parse_order",
     "redact",
     "redis_errors",
@@ -64,6 +73,11 @@ PREFIX = "lab:"
 COUNT = "lab:{tickets}:count"
 ORDERS = "lab:{tickets}:orders"
 CLAIM = "lab:{tickets}:claim"
+SEEDED = "lab:{tickets}:seeded"
+RUNS = "lab:{tickets}:runs"
+SELLING = "lab:{tickets}:selling"
+#: How often a run that waits for the others sharing its sale looks again.
+_ALONE_POLL_S = 0.1
 #: A claim left by a lab that died (SIGKILL, a power cut) expires by itself after this.
 CLAIM_TTL_S = 24 * 3600
 
@@ -96,10 +110,49 @@ def redis_errors(*also: type[BaseException]) -> tuple[type[BaseException], ...]:
 #: Set the count and clear the orders in one step (both keys share a slot: cluster-safe).
 _SEED = """
 redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], ARGV[1])
 return redis.call('SET', KEYS[1], ARGV[1])
 """
-#: Release the claim only if it is still ours (it may have expired and been taken).
+#: Take the sole claim: only if nobody holds it and no run (whose entry has not
+#: expired) sells from the sale. KEYS: claim, runs; ARGV: token, ttl.
+_CLAIM = """
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('ZCARD', KEYS[2]) > 0 then
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+#: Share the sale: enter the runs, then let the sole claim go. KEYS: claim, runs, selling.
+_SHARE = """
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+#: Join the sale: refused while a run holds the sole claim (-1: it is seeding) or
+#: when none was seeded (0). KEYS: claim, runs, count, selling.
+_JOIN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    return -1
+end
+if redis.call('EXISTS', KEYS[3]) == 0 then
+    return 0
+end
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+#: Let go of whatever claim is ours (it may have expired and been taken).
+#: KEYS: claim, runs, selling.
 _RELEASE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
 end
@@ -140,11 +193,35 @@ def unreachable(url: str, exc: BaseException) -> UsageError:
     return UsageError(f"--redis-url {redact(url)}: cannot use this Redis server: {reason}")
 
 
-def parse_order(entry: bytes | str) -> tuple[int, int]:
-    """One ledger entry, ``b"buyer:ticket"``, as ``(buyer, ticket)`` (ValueError if not)."""
+def order_entry(run: str, buyer: int) -> str:
+    """Who bought, as a ledger entry names them: ``"run/buyer"`` (``"buyer"`` untagged)."""
+    return f"{run}/{buyer}" if run else str(buyer)
+
+
+def parse_order(entry: bytes | str) -> tuple[str, int, int]:
+    """One ledger entry, ``b"run/buyer:ticket"``, as ``(run, buyer, ticket)``.
+
+    Raises ValueError for anything else."""
     text = entry.decode() if isinstance(entry, bytes) else entry
-    buyer, ticket = text.split(":")
-    return int(buyer), int(ticket)
+    who, ticket = text.split(":")
+    run, _, buyer = who.rpartition("/")
+    return run, int(buyer), int(ticket)
+
+
+def _token() -> str:
+    """A claim's token: ``host:pid:random``, so a dead local lab's claim can be recognised."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+
+
+def _text(raw: object) -> str:
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _holder(token: str) -> str:
+    """``host:pid:random`` as a person reads it: "pid 12 on host"."""
+    host, _, rest = token.partition(":")
+    pid_text = rest.partition(":")[0]
+    return f"pid {pid_text} on {host}" if pid_text else "another client"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -158,7 +235,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 class _Claim:
-    """``lab:{tickets}:claim`` held with a token; released by the process that took it."""
+    """The run's claim, by its token: in ``lab:{tickets}:claim`` (sole) or ``:runs``
+    (shared); released by the process that took it."""
 
     def __init__(self, store: RedisStore, token: str) -> None:
         self.store = store
@@ -170,7 +248,7 @@ class _Claim:
         if self.token and os.getpid() == self.owner:
             token, self.token = self.token, ""
             with contextlib.suppress(*redis_errors()):
-                self.store.client().eval(_RELEASE, 1, CLAIM, token)
+                self.store.client().eval(_RELEASE, 3, CLAIM, RUNS, SELLING, token)
 
 
 class RedisStore:
@@ -182,10 +260,17 @@ class RedisStore:
     temp_in_flight: str | None = None
 
     def __init__(
-        self, url: str, *, timeout: float = 60.0, step: Callable[[str], None] | None = None
+        self,
+        url: str,
+        *,
+        timeout: float = 60.0,
+        step: Callable[[str], None] | None = None,
+        run: str = "",
     ) -> None:
         self.url = url
         self.timeout = timeout
+        #: this run's tag on its orders (SharedSale): set by the runner
+        self.run = run
         #: a buyer's ``--crash`` hook (the programs call ``me.step`` themselves)
         self.step = step or (lambda _name: None)
         self._client: Client | None = None
@@ -193,10 +278,10 @@ class RedisStore:
 
     def __getstate__(self) -> dict[str, object]:
         # A client (a socket) never crosses a process boundary; each process makes its own.
-        return {"url": self.url, "timeout": self.timeout}
+        return {"url": self.url, "timeout": self.timeout, "run": self.run}
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.__init__(state["url"], timeout=state["timeout"])  # type: ignore[misc]
+        self.__init__(state["url"], timeout=state["timeout"], run=state["run"])  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({redact(self.url)!r})"
@@ -207,7 +292,7 @@ class RedisStore:
 
     def for_buyer(self, step: Callable[[str], None]) -> RedisStore:
         """This store as one buyer uses it: its own client, and its crash hook."""
-        return type(self)(self.url, timeout=self.timeout, step=step)
+        return type(self)(self.url, timeout=self.timeout, step=step, run=self.run)
 
     def _connect(self) -> Client:
         return redis.Redis.from_url(
@@ -243,11 +328,19 @@ class RedisStore:
 
     def claim(self) -> Holding:
         client = self.client()
-        token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
-        if client.set(CLAIM, token, nx=True, ex=CLAIM_TTL_S):
+        token = _token()
+        self._forget_dead_runs()
+        if client.eval(_CLAIM, 2, CLAIM, RUNS, token, CLAIM_TTL_S):
             return _Claim(self, token)
         raw = client.get(CLAIM)
-        holder = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        if raw is None:
+            sharing = [_text(m) for m in client.zrange(RUNS, 0, -1)]
+            hosts = ", ".join(sorted({_holder(m) for m in sharing})) or "another client"
+            raise DataFileBusy(
+                f"{self.where}: {len(sharing)} lab run(s) ({hosts}) are selling from this "
+                f"sale; --join them, or wait for them to finish (or DEL {RUNS} if they are gone)"
+            )
+        holder = _text(raw)
         host, _, rest = holder.partition(":")
         pid_text = rest.partition(":")[0]
         # A lab on this machine that died holding it: take it over, if nobody else did.
@@ -258,16 +351,57 @@ class RedisStore:
             and client.eval(_TAKE_OVER, 1, CLAIM, holder, token, CLAIM_TTL_S)
         ):
             return _Claim(self, token)
-        who = f"pid {pid_text} on {host}" if pid_text else "another client"
         raise DataFileBusy(
-            f"{self.where}: another lab run ({who}) holds {CLAIM}; "
+            f"{self.where}: another lab run ({_holder(holder)}) holds {CLAIM}; "
             f"wait for it to finish, or DEL {CLAIM} if it is gone"
         )
+
+    def _forget_dead_runs(self) -> None:
+        """Drop the entries of labs on this machine that died without leaving."""
+        client = self.client()
+        for raw in client.zrange(RUNS, 0, -1):
+            token = _text(raw)
+            host, _, rest = token.partition(":")
+            pid_text = rest.partition(":")[0]
+            mine = host == socket.gethostname() and pid_text.isdigit()
+            if mine and not _pid_alive(int(pid_text)):
+                client.zrem(RUNS, token)
+                client.zrem(SELLING, token)
+
+    def share(self, claim: Holding) -> None:
+        assert isinstance(claim, _Claim)
+        self.client().eval(_SHARE, 3, CLAIM, RUNS, SELLING, claim.token, CLAIM_TTL_S)
+
+    def join(self) -> Holding:
+        token = _token()
+        self._forget_dead_runs()
+        joined = int(self.client().eval(_JOIN, 4, CLAIM, RUNS, COUNT, SELLING, token, CLAIM_TTL_S))
+        if joined < 0:
+            raise DataFileBusy(f"{self.where}: a lab run is seeding the sale; --join once it sells")
+        if joined == 0:
+            raise UsageError(
+                f"--join: no sale to join on {redact(self.url)} (no {COUNT}); "
+                "start one with --tickets N first"
+            )
+        return _Claim(self, token)
+
+    def wait_for_others(self, claim: Holding, timeout: float) -> bool:
+        assert isinstance(claim, _Claim)
+        # Our buyers are done; our claim stays in :runs until our tally is read.
+        self.client().zrem(SELLING, claim.token)
+        deadline = time.monotonic() + timeout
+        while True:
+            self._forget_dead_runs()
+            if not self.client().zrangebyscore(SELLING, time.time(), "+inf"):  # unexpired
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_ALONE_POLL_S)
 
     def seed(self, tickets: int) -> None:
         if not 0 <= tickets <= MAX_TICKETS:
             raise ValueError(f"tickets must be 0..{MAX_TICKETS}, got {tickets}")
-        self.client().eval(_SEED, 2, COUNT, ORDERS, tickets)
+        self.client().eval(_SEED, 3, COUNT, ORDERS, SEEDED, tickets)
 
     def read(self) -> int:
         try:
@@ -281,8 +415,9 @@ class RedisStore:
         except ValueError:
             raise StoreCorrupted(self.where, f"{COUNT} is not an integer: {raw!r}") from None
 
-    def orders(self) -> tuple[tuple[int, int], ...]:
-        """The ledger, in the order the engine recorded it (``StoreCorrupted`` if unreadable)."""
+    def orders(self) -> tuple[tuple[str, int, int], ...]:
+        """The ledger, ``(run, buyer, ticket)`` in the order the engine recorded it
+        (``StoreCorrupted`` if unreadable)."""
         try:
             entries = self.client().lrange(ORDERS, 0, -1)
             return tuple(parse_order(entry) for entry in entries)
@@ -297,15 +432,28 @@ class RedisStore:
     def snapshot(self) -> Snapshot:
         try:
             count = self.read()
-            orders = self.orders()
+            entries = self.orders()
+            raw_seeded = self.client().get(SEEDED)
         except StoreCorrupted as exc:
             return Snapshot(remaining=None, problem=exc.problem, where=self.where)
         except redis_errors(ValueError) as exc:
             return Snapshot(remaining=None, problem=f"cannot be read: {exc}", where=self.where)
         finally:
             self.close()
-        text = f"{COUNT} = {count}; {ORDERS}: {len(orders)} entries"
-        return Snapshot(remaining=count, text=text, where=self.where, orders=orders)
+        orders = tuple((buyer, ticket) for run, buyer, ticket in entries if run == self.run)
+        elsewhere = tuple(ticket for run, _, ticket in entries if run != self.run)
+        seeded = int(raw_seeded) if isinstance(raw_seeded, bytes) and raw_seeded.isdigit() else None
+        text = f"{COUNT} = {count}; {ORDERS}: {len(entries)} entries"
+        if elsewhere:
+            text += f" ({len(elsewhere)} of them by other runs)"
+        return Snapshot(
+            remaining=count,
+            text=text,
+            where=self.where,
+            tickets=seeded,
+            orders=orders,
+            orders_elsewhere=elsewhere,
+        )
 
 
 @contextlib.contextmanager

@@ -235,6 +235,14 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
         "private throw-away server); the lab uses only keys under lab:{tickets}: there",
     )
     p.add_argument(
+        "--join",
+        action="store_const",
+        const=True,
+        default=None,
+        help="with --dsn/--redis-url: sell from the sale another run seeded there (perhaps on "
+        "another machine), alongside it; the tally reads the engine's ledger of every run",
+    )
+    p.add_argument(
         "--start-method",
         choices=["fork", "spawn", "forkserver"],
         help="multiprocessing start method (default fork where available)",
@@ -497,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SCENARIO_FLAGS = (
     "buyers", "tickets", "latency", "arrival", "seed", "lockstep", "lock", "crash",
-    "connect", "token", "buyer_program", "success_regex",
+    "connect", "token", "buyer_program", "success_regex", "join",
 )  # fmt: skip
 
 
@@ -629,6 +637,8 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         tickets: int | str = 1
         if scenario.connect is not None:
             tickets = "the server's"
+        elif scenario.join:
+            tickets = "the sale's"
         elif scenario.tickets is not None:
             tickets = scenario.tickets
         elif args.data:
@@ -680,6 +690,8 @@ def _cmd_compare(
 
     _check_paths(args)
     scenario = with_seed(_scenario(args))
+    if scenario.join:
+        raise UsageError("--join: a run joins one sale once (lab run, without --repeat)")
     if cases is None:
         cases = cases_for(args.variants, lock=args.lock, have_buyer=bool(args.buyer_program))
     _check_total(scenario.buyers, len(cases) * args.repeat)

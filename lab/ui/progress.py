@@ -80,6 +80,12 @@ class LiveProgress(Observer):
             with held:  # never cut a print in half (lab.core.interrupts)
                 self.console.print(render.event_line(event, self.lang))
 
+    def waiting(self, why: str) -> None:
+        if self.verbose or self.bar:
+            self._print_held()
+            with held:
+                self.console.print(f"[dim]{why}…[/dim]")
+
     def finished(self, buyer: int) -> None:
         if self.progress is not None:
             self.progress.advance(self.buyers_task)

@@ -342,8 +342,11 @@ def _tally_table(r: Result) -> Table:
     table = Table(box=None, pad_edge=False, show_edge=False)
     # A program that reports no ticket numbers (custom) cannot show double sales.
     numbered = all(x.ticket is not None for x in r.receipts if x.outcome == "bought")
-    columns: dict[str, object] = {
-        "sold": r.sold,
+    columns: dict[str, object] = {"sold": r.sold}
+    if r.orders_elsewhere:
+        # --join: the other runs' sales, from the engine's ledger, close the books.
+        columns["sold elsewhere"] = r.sold_elsewhere
+    columns |= {
         "remaining": "?" if r.remaining is None else r.remaining,
         "oversold": r.oversold,
         "lost updates": "?" if r.lost_updates is None else r.lost_updates,

@@ -104,7 +104,10 @@ def search(me: Buyer) -> None:
 
 def _record(db: Conn, me: Buyer, ticket: int) -> None:
     """The order row, the engine's own record of this sale."""
-    db.execute(f"INSERT INTO {ORDERS}(buyer, ticket) VALUES (%s, %s)", (me.index, ticket))
+    run = me.store.run if isinstance(me.store, PgStore) else ""  # whose sale: see --join
+    db.execute(
+        f"INSERT INTO {ORDERS}(run, buyer, ticket) VALUES (%s, %s, %s)", (run, me.index, ticket)
+    )
 
 
 @contextmanager

@@ -56,7 +56,7 @@ from lab.stores.rediscluster import (
     crossslot,
     slot,
 )
-from lab.stores.redisdb import COUNT, ORDERS, Client, RedisStore
+from lab.stores.redisdb import COUNT, ORDERS, Client, RedisStore, order_entry
 from lab.variants.protocol import RunEnv, Stage, VariantBase
 
 if TYPE_CHECKING:
@@ -110,8 +110,14 @@ def _int(raw: object) -> int:
     return int(raw)
 
 
+def _who(me: Buyer) -> str:
+    """The buyer as the ledger names them, tagged with the run (see ``--join``)."""
+    store: object = me.store
+    return order_entry(store.run if isinstance(store, RedisStore) else "", me.index)
+
+
 def _order(me: Buyer, ticket: int) -> str:
-    return f"{me.index}:{ticket}"
+    return f"{_who(me)}:{ticket}"
 
 
 def search(me: Buyer) -> None:
@@ -192,7 +198,7 @@ def watch(me: Buyer, retries: int) -> None:
 
 def _sell(me: Buyer, client: Client, keys: tuple[str, str]) -> None:
     """EVAL the sell script, then report: the check and the write happened on the server."""
-    ticket = int(client.eval(SELL, 2, *keys, str(me.index)))
+    ticket = int(client.eval(SELL, 2, *keys, _who(me)))
     me.step("mid-write")  # committed: a kill here is a sale nobody reported
     if ticket > 0:
         me.bought(ticket=ticket)
