@@ -49,6 +49,7 @@ __all__ = [
     "BareProgram",
     "Buyer",
     "BuyerSpec",
+    "Host",
     "Kit",
     "Program",
     "Seat",
@@ -376,6 +377,11 @@ class Bare:
 
 #: One buyer's seat in a buyer process: its spec, and the kit its program gets.
 Seat: TypeAlias = tuple[BuyerSpec, Any]
+#: Runs every buyer seated in one process its own way (a gevent hub, an event
+#: loop): handed each buyer with its kit after the gun, it returns when all are
+#: done, having reported every buyer's error itself (``me.failed``). Without
+#: one, each seat gets a thread of its own.
+Host: TypeAlias = Callable[[list[tuple[Buyer, Any]]], None]
 
 
 def _one_buyer(program: Program[Any], kit: Any, me: Buyer) -> None:
@@ -401,6 +407,7 @@ def buyer_main(  # noqa: PLR0917 - a Process target receives its args positional
     lockstep: Barrier | None,
     gun_timeout: float,
     parent_pid: int | None = None,
+    host: Host | None = None,
 ) -> None:
     """Entry point of every buyer process: report ready, wait for the gun, run the program.
 
@@ -411,6 +418,7 @@ def buyer_main(  # noqa: PLR0917 - a Process target receives its args positional
 
     ``parent_pid`` is the runner's pid (None when the buyer's parent is not
     the runner, as under forkserver): a buyer never outlives the runner.
+    ``host`` (the stage's) runs all the seats instead of one thread each.
     """
     # First, before anything else runs: die with the runner (SIGKILL from the kernel).
     armed = die_with_parent(parent_pid)
@@ -426,6 +434,14 @@ def buyer_main(  # noqa: PLR0917 - a Process target receives its args positional
         ready.release()
     if not _wait_for_gun(gun, gun_timeout, None if armed else parent_pid):
         return  # the runner gave up (or died): leave quietly rather than linger
+    if host is not None:
+        try:
+            host(buyers)
+        finally:
+            for me, _ in buyers:
+                me._send("done")
+                me.flush()
+        return
     if len(buyers) == 1:
         ((me, args),) = buyers
         _one_buyer(program, args, me)

@@ -238,6 +238,7 @@ def test_run_header_asks_the_variant() -> None:
         explorable = False
         crash_safe = False
         many_buyers_per_process = False
+        needs_fork = False
         store = "json"
         undersells = False
         fails = False

@@ -1,8 +1,9 @@
-"""Threads, a thread pool and asyncio tasks race like processes; their locks fix it.
+"""Threads, a thread pool, asyncio tasks and greenlets race like processes; their locks fix it.
 
-The variants of :mod:`lab.variants.threads` and :mod:`lab.variants.coroutines`
-seat every buyer in one process. They are run here directly (not through the
-registry), each on its own data.json in the test's tmp_path.
+The variants of :mod:`lab.variants.threads`, :mod:`lab.variants.coroutines`,
+:mod:`lab.variants.process_pool` and :mod:`lab.variants.greenlets` seat every
+buyer in one process. They are run here directly (not through the registry),
+each on its own data.json in the test's tmp_path.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ from lab.buyer import Buyer
 from lab.core.errors import UsageError
 from lab.core.model import Latency, Result, Scenario
 from lab.harness.runner import run
+from lab.variants import greenlets, process_pool
 from lab.variants.coroutines import ProcessLoop
+from lab.variants.greenlets import GREENLET_VARIANTS
+from lab.variants.process_pool import POOL_VARIANTS
 from lab.variants.threads import THREAD_VARIANTS, ThreadLock
 
-BY_NAME = {v.name: v for v in THREAD_VARIANTS}
+ONE_PROCESS = (*THREAD_VARIANTS, *POOL_VARIANTS, *GREENLET_VARIANTS)
+BY_NAME = {v.name: v for v in ONE_PROCESS}
 SAFE = sorted(n for n, v in BY_NAME.items() if v.safe)
 UNSAFE = sorted(n for n, v in BY_NAME.items() if not v.safe)
 ZERO = Latency(0, 0)
@@ -40,10 +45,20 @@ def test_names_and_flags() -> None:
         "threadpool-locked",
         "asyncio-naive",
         "asyncio-locked",
+        "gevent-naive",
+        "gevent-locked",
+        "processpool-naive",
+        "processpool-locked",
     }
-    assert len(BY_NAME) == len(THREAD_VARIANTS)
-    assert SAFE == ["asyncio-locked", "threadpool-locked", "threads-locked"]
-    for v in THREAD_VARIANTS:
+    assert len(BY_NAME) == len(ONE_PROCESS)
+    assert SAFE == [
+        "asyncio-locked",
+        "gevent-locked",
+        "processpool-locked",
+        "threadpool-locked",
+        "threads-locked",
+    ]
+    for v in ONE_PROCESS:
         assert v.many_buyers_per_process and not v.explorable and not v.crash_safe
         assert v.summary and v.why and v.locks == ()
 
@@ -117,7 +132,32 @@ def no_asyncio_lock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ProcessLoop, "mutex", no_lock)
 
 
-@pytest.mark.usefixtures("no_thread_lock", "no_asyncio_lock")
+@pytest.fixture
+def no_gevent_semaphore(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The greenlets' semaphore taken away: gevent-locked runs its program bare."""
+
+    def unlocked(me: Buyer, kit: greenlets.GeventKit, hub: object) -> None:
+        greenlets.search(me)
+        greenlets.buy(me, kit, hub)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(greenlets, "grab_locked", unlocked)
+
+
+@pytest.fixture
+def lock_made_in_each_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process pool's mistake: every worker makes its own lock instead of sharing one."""
+
+    def own_lock(lock: object, pool_pid: int) -> None:
+        process_pool.die_with_parent(pool_pid)
+        process_pool.child_signals()
+        process_pool._LOCK = process_pool.multiprocessing.get_context("fork").Lock()
+
+    monkeypatch.setattr(process_pool, "_share", own_lock)
+
+
+@pytest.mark.usefixtures(
+    "no_thread_lock", "no_asyncio_lock", "no_gevent_semaphore", "lock_made_in_each_worker"
+)
 @pytest.mark.parametrize("name", SAFE)
 def test_safe_variant_without_its_lock_is_caught(name: str, tmp_path: Path) -> None:
     """The lock is the whole fix: without it the same program oversells, every time."""
@@ -131,3 +171,28 @@ def test_threads_locked_shares_one_lock_per_process() -> None:
     lock = ThreadLock(7.5)
     copy = pickle.loads(pickle.dumps(lock))
     assert isinstance(copy, ThreadLock) and copy.timeout == 7.5 and copy is not lock
+
+
+def test_gevent_variants_refuse_in_one_line_without_gevent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """gevent is an extra: without it, one line that says how to get it, and nothing created."""
+    real = greenlets.importlib.util.find_spec
+
+    def no_gevent(name: str, *args: object) -> object:
+        return None if name == "gevent" else real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(greenlets.importlib.util, "find_spec", no_gevent)
+    for name in ("gevent-naive", "gevent-locked"):
+        with pytest.raises(UsageError, match=r"needs gevent: pip install") as refused:
+            grab(name, tmp_path, buyers=3, tickets=1)
+        assert "\n" not in str(refused.value)
+    assert not (tmp_path / "data.json").exists()
+
+
+def test_process_pool_needs_fork(tmp_path: Path) -> None:
+    """Its workers inherit the buyers from the process that forks them: spawn is refused."""
+    scenario = Scenario(buyers=3, tickets=1, latency=ZERO, seed=1)
+    with pytest.raises(UsageError, match=r"--start-method: processpool-naive .* needs fork"):
+        run(BY_NAME["processpool-naive"], scenario, data=tmp_path / "d.json", start_method="spawn")
+    assert not (tmp_path / "d.json").exists()  # refused before anything was created

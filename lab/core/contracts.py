@@ -288,6 +288,8 @@ class VariantInfo(Protocol):
     crash_safe: bool
     #: whether its buyers share processes (each on a thread): only socket clients do
     many_buyers_per_process: bool
+    #: it runs only under the fork start method (a pool forked from the buyers' process)
+    needs_fork: bool
     #: where the tickets are kept: a backend of ``lab.stores.BACKENDS`` ("json": data.json)
     store: str
     #: safe, but a loser gives up instead of retrying: it may leave tickets unsold

@@ -229,7 +229,7 @@ def run(
     latencies = draw_latencies(scenario, seed)
     # Every refusal known in advance comes first: a refused run creates nothing
     # (no run directory, no claim file).
-    refuse_early(variant, scenario)
+    refuse_early(variant, scenario, method)
     kw: dict[str, Any] = {
         "observer": observer,
         "mp": mp,
@@ -304,7 +304,7 @@ _SERVER_DATA = Path("(the server's data file)")
 _SERVER_STORES = frozenset({"postgres", "redis", "redis-cluster"})
 
 
-def refuse_early(variant: Variant, scenario: Scenario) -> None:
+def refuse_early(variant: Variant, scenario: Scenario, start_method: str | None = None) -> None:
     """Refuse a run that cannot go ahead, before anything is created or started.
 
     Raises:
@@ -331,6 +331,12 @@ def refuse_early(variant: Variant, scenario: Scenario) -> None:
             raise UsageError(f"--join: name the server the sale is on ({option})")
         if scenario.tickets is not None:
             raise UsageError("--join sells what the sale has left; drop --tickets")
+    method = start_method or default_start_method()
+    if variant.needs_fork and method != "fork":
+        raise UsageError(
+            f"--start-method: {variant.name} forks its workers from the buyers' process, "
+            f"so that they inherit the buyers; it needs fork, not {method}"
+        )
     variant.check(scenario)
 
 
@@ -496,6 +502,7 @@ def _run_locked(
                 barrier,
                 ready_timeout + 30.0,
                 parent_pid,
+                stage.host,
             ),
             name=f"lab-buyer-{group[0].index}",
             **({} if method == "fork" else {"daemon": True}),

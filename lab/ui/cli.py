@@ -629,7 +629,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         bar=console.is_terminal and not args.json and not args.verbose,
     )
     # One line, before the header, for an option this variant refuses or a bad --data.
-    refuse_early(variant, scenario)
+    refuse_early(variant, scenario, args.start_method)
     if args.data is not None:
         check_data(args.data, scenario)
     if not args.json:

@@ -11,10 +11,12 @@ from lab.variants.custom import Custom
 from lab.variants.engine_postgres import PG_VARIANTS
 from lab.variants.engine_redis import VARIANTS as REDIS_VARIANTS
 from lab.variants.engine_sqlite import SQLITE_VARIANTS
+from lab.variants.greenlets import GREENLET_VARIANTS
 from lab.variants.locked import Locked
 from lab.variants.locked_write_only import LockedWriteOnly
 from lab.variants.naive import Naive
 from lab.variants.naive_joined import NaiveJoined
+from lab.variants.process_pool import POOL_VARIANTS
 from lab.variants.protocol import RunEnv, Stage, Variant
 from lab.variants.queued import Queued
 from lab.variants.tcp import Server, ServerNaive
@@ -36,6 +38,8 @@ _ALL: tuple[Variant, ...] = (
     *PG_VARIANTS,
     *(cls() for cls in REDIS_VARIANTS),
     *THREAD_VARIANTS,
+    *POOL_VARIANTS,
+    *GREENLET_VARIANTS,
 )
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in _ALL}

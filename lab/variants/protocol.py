@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from lab.buyer import Bare, BareProgram, Program
+from lab.buyer import Bare, BareProgram, Host, Program
 from lab.core.contracts import VariantInfo
 from lab.core.model import Scenario
 
@@ -61,6 +61,9 @@ class Stage(Generic[K]):
     #: start each buyer only after the previous one finished (``p.start();
     #: p.join()`` in the loop): the mistake that hides the race
     sequential: bool = False
+    #: runs every buyer seated in a process its own way (gevent's ``joinall``),
+    #: instead of one thread per seat; see :data:`lab.buyer.Host`
+    host: Host | None = None
     #: filled by the variant while it tears down; the runner copies
     #: ``extra["ledger"]`` (a server's or seller's own account) into the Result
     extra: dict[str, Any] = field(default_factory=dict)
@@ -122,6 +125,7 @@ class VariantBase:
     explorable: bool = True
     crash_safe: bool = True
     many_buyers_per_process: bool = False
+    needs_fork: bool = False
 
     def check(self, scenario: Scenario) -> None:
         """No option to refuse beyond what the CLI already checks."""
