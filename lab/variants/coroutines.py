@@ -33,17 +33,16 @@ yields to every buyer that is ready.
   once. A ``threading.Lock`` would be wrong here: a coroutine that blocked on
   it would block the loop's only thread, holder included.
 
-How a run is built: the runner seats every buyer in one process, each on
-its own thread (``Stage.buyers_per_process``), and calls the program once
-per seat. The program (:func:`run_naive`, :func:`run_locked`) hands its
-buyer's coroutine to the process's one event loop, which runs on its own
-thread (started by the first buyer: :func:`this_process_loop`), with
-``asyncio.run_coroutine_threadsafe``, and waits for the result with a
-timeout. Every coroutine, and so every report and store access of a buyer,
-runs on the loop's thread; the seat thread only waits, then reports "done"
-(after the coroutine has finished, so one buyer is never reported for from
-two threads at once). Reports share the process's pipe as every buyer's do:
-each batch is one write below PIPE_BUF, which is atomic.
+How a run is built: the runner seats every buyer in one process
+(``Stage.buyers_per_process``), and that process hands them all to
+:func:`host_naive` or :func:`host_locked` (``Stage.host``) after the start
+gun, which does what an asyncio program does::
+
+    asyncio.run(main())     # main: gather one task per buyer
+
+One thread, one loop, one task per buyer: 10,000 buyers are 10,000 tasks,
+not 10,000 threads. Each task is bounded (``asyncio.wait_for``); a task
+that overruns is cancelled and reported as that buyer's error.
 
 ``--lockstep``: every coroutine waits at an ``asyncio.Barrier`` (new in
 3.11) between its read and its sleep, so every buyer has read before any
@@ -58,8 +57,6 @@ process would kill every buyer. ``lab explore`` cannot pause these buyers.
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -81,13 +78,11 @@ __all__ = [
     "buy",
     "grab_locked",
     "grab_naive",
-    "run_locked",
-    "run_naive",
-    "this_process_loop",
+    "host_locked",
+    "host_naive",
 ]
 
-#: After a buyer's coroutine timed out and was cancelled, how long it gets to stop
-#: reporting before the seat thread reports the timeout.
+#: Beyond a buyer's own bounds (lock, rendezvous, latency): when its task is cancelled.
 _CANCEL_GRACE_S = 5.0
 
 
@@ -104,18 +99,13 @@ class LoopKit:
 
 
 class ProcessLoop:
-    """One buyer process's event loop, on its own thread, and what its coroutines share."""
+    """What the coroutines of one buyer process share on its event loop."""
 
     def __init__(self, parties: int) -> None:
-        self.loop = asyncio.new_event_loop()
-        #: the fix of ``asyncio-locked``; bound to ``loop`` when first used there
+        #: the fix of ``asyncio-locked``; bound to the running loop when first used
         self.lock = asyncio.Lock()
         #: ``--lockstep``: every buyer of the process meets here between read and write
         self.barrier = asyncio.Barrier(parties)
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="lab-asyncio-loop", daemon=True
-        )
-        self.thread.start()
 
     @asynccontextmanager
     async def mutex(self, me: Buyer, timeout: float) -> AsyncIterator[None]:
@@ -144,33 +134,6 @@ class ProcessLoop:
             await self.barrier.abort()
         except asyncio.BrokenBarrierError:
             pass
-
-
-class _PerProcess:
-    """This process's loop, keyed by pid: a forked child never uses its parent's."""
-
-    def __init__(self) -> None:
-        self.guard = threading.Lock()
-        self.loops: dict[int, ProcessLoop] = {}
-
-    def after_fork(self) -> None:
-        """A forked child starts with no loop and a fresh guard (never one held at the fork)."""
-        self.guard = threading.Lock()
-        self.loops.clear()
-
-
-_HERE = _PerProcess()
-os.register_at_fork(after_in_child=_HERE.after_fork)
-
-
-def this_process_loop(parties: int) -> ProcessLoop:
-    """This process's event loop: started by the first of its ``parties`` buyers, shared by all."""
-    pid = os.getpid()
-    with _HERE.guard:
-        here = _HERE.loops.get(pid)
-        if here is None:
-            here = _HERE.loops[pid] = ProcessLoop(parties)
-        return here
 
 
 # -- the buyer: the notes' program as coroutines ---------------------------------------------
@@ -215,36 +178,44 @@ async def grab_locked(me: Buyer, kit: LoopKit, here: ProcessLoop) -> None:
 Grab = Callable[[Buyer, LoopKit, ProcessLoop], Awaitable[None]]
 
 
-def _on_the_loop(me: Buyer, kit: LoopKit, grab: Grab) -> None:
-    """Run ``grab(me)`` on this process's loop and wait (bounded) for it to finish."""
-    here = this_process_loop(me.buyers)  # every buyer of the run is seated in this process
-    finished = threading.Event()
+def _host(seated: list[tuple[Buyer, Any]], grab: Grab) -> None:
+    """``asyncio.run(main())``: one task per buyer on this process's one loop, all gathered."""
+    kit: LoopKit = seated[0][1]
 
-    async def task() -> None:
+    async def one(me: Buyer, here: ProcessLoop) -> None:
+        # Longer than any wait inside (lock, rendezvous, latency), so those report first.
+        limit = kit.timeout + kit.lockstep_timeout + me.latency_s + _CANCEL_GRACE_S
         try:
-            await grab(me, kit, here)
-        finally:
-            finished.set()
+            if me.arrival_s > 0:
+                await asyncio.sleep(me.arrival_s)
+            await asyncio.wait_for(grab(me, kit, here), limit)
+        except TimeoutError as exc:
+            # wait_for's own timeout says nothing; the lock's says which wait ran out.
+            overran = TimeoutError(f"this buyer's coroutine did not finish within {limit:g} s")
+            me.failed(exc if str(exc) else overran)
+        except Exception as exc:  # a torn read, a lock timeout: this buyer's error
+            me.failed(exc)
 
-    future = asyncio.run_coroutine_threadsafe(task(), here.loop)
-    # Longer than any wait inside (the lock, the rendezvous, the latency), so those report first.
-    limit = kit.timeout + kit.lockstep_timeout + me.latency_s + _CANCEL_GRACE_S
-    try:
-        future.result(timeout=limit)  # re-raises the coroutine's exception: this buyer's error
-    except TimeoutError:
-        future.cancel()
-        finished.wait(_CANCEL_GRACE_S)  # the coroutine stops reporting before we do
-        raise TimeoutError(f"this buyer's coroutine did not finish within {limit:g} s") from None
+    async def main() -> None:
+        here = ProcessLoop(len(seated))  # made on the running loop, which binds its lock
+        await asyncio.gather(*(one(me, here) for me, _ in seated))
 
-
-def run_naive(me: Buyer, kit: LoopKit) -> None:
-    """``asyncio-naive``'s program, called on each buyer's seat thread."""
-    _on_the_loop(me, kit, grab_naive)
+    asyncio.run(main())
 
 
-def run_locked(me: Buyer, kit: LoopKit) -> None:
-    """``asyncio-locked``'s program, called on each buyer's seat thread."""
-    _on_the_loop(me, kit, grab_locked)
+def host_naive(seated: list[tuple[Buyer, Any]]) -> None:
+    """``asyncio-naive``'s host: every buyer of the process a task, gathered."""
+    _host(seated, grab_naive)
+
+
+def host_locked(seated: list[tuple[Buyer, Any]]) -> None:
+    """``asyncio-locked``'s host: the same, each purchase under the ``asyncio.Lock``."""
+    _host(seated, grab_locked)
+
+
+def _unused(me: Buyer, kit: LoopKit) -> None:
+    """Never called: the host runs the buyers (a Stage still names a per-seat program)."""
+    raise AssertionError("asyncio buyers run through Stage.host")
 
 
 # -- the variants -----------------------------------------------------------------------
@@ -260,7 +231,7 @@ class _OneLoop(VariantBase):
     #: ``--crash`` is refused: a task cannot be SIGKILLed alone
     crash_safe = False
     many_buyers_per_process = True
-    program: Callable[[Buyer, LoopKit], None]
+    host: Callable[[list[tuple[Buyer, Any]]], None]
 
     def check(self, scenario: Scenario) -> None:
         if scenario.crash > 0:
@@ -278,7 +249,7 @@ class _OneLoop(VariantBase):
             # The last buyer may arrive (n - 1) x arrival after the gun.
             lockstep_timeout=lockstep_wait_s(n) + n * env.scenario.arrival,
         )
-        yield Stage(program=type(self).program, kit=kit, buyers_per_process=n)
+        yield Stage(program=_unused, kit=kit, buyers_per_process=n, host=type(self).host)
 
 
 class AsyncioNaive(_OneLoop):
@@ -289,7 +260,7 @@ class AsyncioNaive(_OneLoop):
         "every buyer an asyncio task on one event loop, await asyncio.sleep between read and write"
     )
     safe = False
-    program = staticmethod(run_naive)
+    host = staticmethod(host_naive)
     why = (
         "a coroutine switches only at await, and the sleep between read and write is one: "
         "every task reads the count before any writes, so they all sell the same ticket"
@@ -300,7 +271,7 @@ class AsyncioLocked(_OneLoop):
     name = "asyncio-locked"
     summary = "asyncio tasks on one event loop, an asyncio.Lock held across read, await and write"
     safe = True
-    program = staticmethod(run_locked)
+    host = staticmethod(host_locked)
     why = (
         "the asyncio.Lock is held across the await, so a task that switches out mid-purchase "
         "keeps every other task waiting at async with until its write has landed"

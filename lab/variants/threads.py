@@ -50,10 +50,10 @@ killed alone; killing the process would kill every buyer seated in it.
 
 from __future__ import annotations
 
-import os
 import threading
+import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -82,9 +82,6 @@ __all__ = [
 
 #: The notes' ``ThreadPoolExecutor(10)``.
 POOL_WORKERS = 10
-#: After a buyer's task timed out, how long its pool thread gets to notice before the buyer
-#: reports the timeout (so that two threads never report for one buyer at once).
-_CANCEL_GRACE_S = 5.0
 
 
 class ThreadLock:
@@ -143,62 +140,57 @@ class PoolKit:
     lock: ThreadLock | None = None
 
 
-class _PerProcess:
-    """This process's pool, keyed by pid: a forked child never uses its parent's."""
-
-    def __init__(self) -> None:
-        self.guard = threading.Lock()
-        self.pools: dict[int, ThreadPoolExecutor] = {}
-
-    def after_fork(self) -> None:
-        """A forked child starts with no pool and a fresh guard (never one held at the fork)."""
-        self.guard = threading.Lock()
-        self.pools.clear()
-
-
-_HERE = _PerProcess()
-os.register_at_fork(after_in_child=_HERE.after_fork)
-
-
-def this_process_pool(workers: int) -> ThreadPoolExecutor:
-    """The notes' ``pool = ThreadPoolExecutor(10)``: one per buyer process, made by its first."""
-    pid = os.getpid()
-    with _HERE.guard:
-        pool = _HERE.pools.get(pid)
-        if pool is None:
-            pool = _HERE.pools[pid] = ThreadPoolExecutor(workers, thread_name_prefix="lab-pool")
-        return pool
-
-
-def _submit(kit: PoolKit, task: Callable[[], None]) -> None:
-    """``pool.submit(task).result()``, bounded: the seat's thread waits for its buyer's task."""
-    finished = threading.Event()
-
-    def job() -> None:
-        try:
-            task()
-        finally:
-            finished.set()
-
-    future: Future[None] = this_process_pool(kit.workers).submit(job)
-    try:
-        future.result(timeout=kit.timeout)  # re-raises the task's exception: this buyer's error
-    except TimeoutError:
-        if not future.cancel():  # already running: let it stop reporting before we do
-            finished.wait(_CANCEL_GRACE_S)
-        raise TimeoutError(f"the pool did not finish this buyer within {kit.timeout:g} s") from None
-
-
-def pool_naive(me: Buyer, kit: PoolKit) -> None:
+def task_naive(me: Buyer, kit: PoolKit) -> None:
     """``pool.submit(run, name)``: the notes' ``run`` on a pool thread."""
-    _submit(kit, lambda: naive.run(me))
+    naive.run(me)
 
 
-def pool_locked(me: Buyer, kit: PoolKit) -> None:
+def task_locked(me: Buyer, kit: PoolKit) -> None:
     """``pool.submit(run, name)`` with the lock taken around ``buy`` inside the task."""
     assert kit.lock is not None, "threadpool-locked hands every buyer the process's lock"
-    lock = kit.lock
-    _submit(kit, lambda: run_locked(me, lock))
+    run_locked(me, kit.lock)
+
+
+def _pool_host(seated: list[tuple[Buyer, Any]], task: Callable[[Buyer, PoolKit], None]) -> None:
+    """The notes' pool: ``pool.submit`` each buyer as it arrives, then wait (bounded) for all."""
+    kit: PoolKit = seated[0][1]
+
+    def job(me: Buyer) -> None:
+        try:
+            task(me, kit)
+        except Exception as exc:  # a torn read, a lock timeout: this buyer's error
+            me.failed(exc)
+
+    gun = time.monotonic()
+    pool = ThreadPoolExecutor(kit.workers, thread_name_prefix="lab-pool")
+    try:
+        futures: list[Future[None]] = []
+        for me, _ in seated:  # in arrival order: buyer i arrives i x --arrival after the gun
+            if (due := gun + me.arrival_s - time.monotonic()) > 0:
+                time.sleep(due)
+            futures.append(pool.submit(job, me))
+        _, late = wait(futures, timeout=kit.timeout)
+        for (me, _), future in zip(seated, futures, strict=True):
+            if future in late and future.cancel():  # never started: nobody reports for it
+                me.failed(TimeoutError(f"the pool did not run this buyer in {kit.timeout:g} s"))
+        # One still running past the bound keeps its own reports; the runner reaps it.
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def pool_naive(seated: list[tuple[Buyer, Any]]) -> None:
+    """``threadpool-naive``'s host: every buyer a task of one ``ThreadPoolExecutor``."""
+    _pool_host(seated, task_naive)
+
+
+def pool_locked(seated: list[tuple[Buyer, Any]]) -> None:
+    """``threadpool-locked``'s host: the same, with the process's one lock in every task."""
+    _pool_host(seated, task_locked)
+
+
+def _unused(me: Buyer, kit: PoolKit) -> None:
+    """Never called: the host runs the pool's buyers (a Stage still names a per-seat program)."""
+    raise AssertionError("thread-pool buyers run through Stage.host")
 
 
 # -- the variants -----------------------------------------------------------------------
@@ -275,7 +267,8 @@ class ThreadPoolNaive(_OneProcessOfThreads):
 
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
-        yield Stage(program=pool_naive, kit=_pool_kit(env, None), buyers_per_process=env.buyers)
+        kit = _pool_kit(env, None)
+        yield Stage(program=_unused, kit=kit, buyers_per_process=env.buyers, host=pool_naive)
 
 
 class ThreadPoolLocked(_OneProcessOfThreads):
@@ -291,7 +284,7 @@ class ThreadPoolLocked(_OneProcessOfThreads):
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
         kit = _pool_kit(env, ThreadLock(env.timeout))
-        yield Stage(program=pool_locked, kit=kit, buyers_per_process=env.buyers)
+        yield Stage(program=_unused, kit=kit, buyers_per_process=env.buyers, host=pool_locked)
 
 
 #: Every variant of this module and of :mod:`lab.variants.coroutines`, for the registry.
