@@ -643,7 +643,11 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             tickets = scenario.tickets
         elif args.data:
             tickets = "the file's"
-        console.print(render.run_header(variant.name, scenario, tickets, scenario.seed or 0, lock))
+        console.print(
+            render.run_header(
+                variant.name, scenario, tickets, scenario.seed or 0, lock, lang=args.lang
+            )
+        )
         if args.scenario and scenario.description:
             console.print(Text(scenario.description, style="italic"))
     try:
@@ -666,7 +670,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             console.print()
             console.print(hint, soft_wrap=True)
         if args.timeline:
-            console.print(TimelineView(result))
+            console.print(TimelineView(result, lang=args.lang))
     if args.html:
         _write(args.html, report_html.run_page(result), "--html")
         if not args.json:

@@ -13,7 +13,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
+from lab.core.i18n import translator
 from lab.core.interrupts import held
 from lab.core.model import BuyerEvent
 from lab.harness.runner import Observer
@@ -81,10 +83,13 @@ class LiveProgress(Observer):
                 self.console.print(render.event_line(event, self.lang))
 
     def waiting(self, why: str) -> None:
+        # The runner's only wait after its buyers: for the other runs of a --join sale.
         if self.verbose or self.bar:
             self._print_held()
+            _, _n = translator(self.lang)
+            text = _("waiting for the other runs selling from this sale to finish…")
             with held:
-                self.console.print(f"[dim]{why}…[/dim]")
+                self.console.print(Text(text, style="dim"))
 
     def finished(self, buyer: int) -> None:
         if self.progress is not None:

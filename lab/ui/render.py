@@ -7,7 +7,6 @@ text. The CLI is the only place that prints what these functions return.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -17,6 +16,7 @@ from rich.text import Text
 
 from lab.core.contracts import Expectation, Ledger, VariantInfo, Verdict
 from lab.core.explored import Exploration
+from lab.core.i18n import N_, Lang, translator
 from lab.core.model import OWN_PROGRAM_VARIANT, BuyerEvent, Result, Scenario
 from lab.core.stats import ANOMALIES, VariantStats
 
@@ -43,19 +43,19 @@ __all__ = [
     "verdict",
 ]
 
-Lang = Literal["en", "zh"]
-
 #: Above this many buyers the per-buyer table shows the interesting rows only.
 TABLE_ROWS = 20
 
 
 def buyer_name(index: int, lang: Lang = "en") -> str:
     """``buyer 3``, or the notes' ``用户3``."""
-    return f"用户{index}" if lang == "zh" else f"buyer {index}"
+    _, _n = translator(lang)
+    return _("buyer {n}").format(n=index)
 
 
-def format_buyers(indices: Iterable[int]) -> str:
+def format_buyers(indices: Iterable[int], lang: Lang = "en") -> str:
     """Compress runs of buyers: ``[0..9]`` -> ``0–9``; ``[1, 2, 3, 7]`` -> ``1–3 and 7``."""
+    _, _n = translator(lang)
     nums = sorted(set(indices))
     parts: list[str] = []
     start = prev = None
@@ -68,50 +68,61 @@ def format_buyers(indices: Iterable[int]) -> str:
         prev = n
     if len(parts) <= 1:
         return "".join(parts)
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
+    return _("{some} and {last}").format(some=", ".join(parts[:-1]), last=parts[-1])
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _event_words(event: BuyerEvent, who: str, lang: Lang) -> str:
+    """What one report says, in the notes' words where they have them."""
+    _, _n = translator(lang)
+    count, detail = event.count, event.detail
+    match event.kind:
+        case "search":
+            return _("{who} searched: ticket_num={count}").format(who=who, count=count)
+        case "read":
+            return _("{who} read ticket_num={count} before buying").format(who=who, count=count)
+        case "bought" if count is not None:
+            return _("{who} bought ticket #{count}").format(who=who, count=count)
+        case "bought":
+            return _("{who} bought").format(who=who)
+        case "sold_out" if count is not None:
+            return _("{who} was unlucky: no ticket (ticket_num was {count})").format(
+                who=who, count=count
+            )
+        case "sold_out":
+            return _("{who} was unlucky: no ticket").format(who=who)
+        case "error":
+            return _("{who} failed: {detail}").format(who=who, detail=detail)
+        case "lockstep_broken":
+            return _("{who}: lockstep barrier timed out (a lock kept the others out)").format(
+                who=who
+            )
+        case "said":
+            return _("{who} printed: {detail}").format(who=who, detail=detail)
+        case "acquired":
+            return _("{who} took the lock").format(who=who)
+        case "released":
+            return _("{who} released the lock").format(who=who)
+        case "crash" if count == 1:
+            return _("{who} was killed by --crash ({detail}, holding the lock)").format(
+                who=who, detail=detail
+            )
+        case "crash":
+            return _("{who} was killed by --crash ({detail})").format(who=who, detail=detail)
+        case "retried":
+            return _("{who} lost a conflict and retries ({detail})").format(who=who, detail=detail)
+        case "gave_up":
+            return _("{who} lost a conflict and gave up ({detail})").format(who=who, detail=detail)
+    return f"{who}: {event.kind}"  # pragma: no cover - every EventKind is matched above
+
+
 def event_line(event: BuyerEvent, lang: Lang = "en") -> Text:
     """One buyer report as the notes print it (``--verbose``)."""
     who = buyer_name(event.buyer, lang)
     stamp = Text(f"[{event.t:8.3f}s] ", style="dim")
-    if lang == "zh":
-        words = {
-            "search": f"{who}在查票 当前余票为:{event.count}",
-            "read": f"{who}再次确认票 余票为:{event.count}",
-            "bought": f"{who}买票成功",
-            "sold_out": f"{who}很倒霉 没有抢到票",
-            "error": f"{who}出错: {event.detail}",
-            "lockstep_broken": f"{who}: 锁步屏障超时 (锁让其他用户无法同时进入)",
-            "said": f"{who}: {event.detail}",
-            "acquired": f"{who}拿到了锁",
-            "released": f"{who}释放了锁",
-            "crash": f"{who}被杀死 ({event.detail}{', 持有锁' if event.count == 1 else ''})",
-            "retried": f"{who}冲突, 重试 ({event.detail})",
-            "gave_up": f"{who}冲突, 放弃 ({event.detail})",
-        }
-    else:
-        words = {
-            "search": f"{who} searched: ticket_num={event.count}",
-            "read": f"{who} read ticket_num={event.count} before buying",
-            "bought": f"{who} bought"
-            + (f" ticket #{event.count}" if event.count is not None else ""),
-            "sold_out": f"{who} was unlucky: no ticket"
-            + (f" (ticket_num was {event.count})" if event.count is not None else ""),
-            "error": f"{who} failed: {event.detail}",
-            "lockstep_broken": f"{who}: lockstep barrier timed out (a lock kept the others out)",
-            "said": f"{who} printed: {event.detail}",
-            "acquired": f"{who} took the lock",
-            "released": f"{who} released the lock",
-            "crash": f"{who} was killed by --crash ({event.detail}"
-            + (", holding the lock)" if event.count == 1 else ")"),
-            "retried": f"{who} lost a conflict and retries ({event.detail})",
-            "gave_up": f"{who} lost a conflict and gave up ({event.detail})",
-        }
     style = {
         "bought": "green",
         "sold_out": "yellow",
@@ -120,189 +131,270 @@ def event_line(event: BuyerEvent, lang: Lang = "en") -> Text:
         "gave_up": "yellow",
         "retried": "yellow",
     }.get(event.kind, "dim" if event.kind in ("acquired", "released") else "")
-    return stamp + Text(words[event.kind], style=style)
+    return stamp + Text(_event_words(event, who, lang), style=style)
 
 
 def verdict(result: Result, lang: Lang = "en") -> Text:
     """The run in one plain sentence: :attr:`Result.verdict`, in words and a colour."""
     r = result
-    zh = lang == "zh"
+    _, n_ = translator(lang)
     match r.verdict:
         case Verdict.INTERRUPTED:
-            head = Text("中断: " if zh else "INTERRUPTED: ", style="bold yellow")
-            return head + Text(f"{r.sold} sold before the run was stopped; this tally is partial")
+            head = Text(_("INTERRUPTED: "), style="bold yellow")
+            return head + Text(
+                _("{sold} sold before the run was stopped; this tally is partial").format(
+                    sold=r.sold
+                )
+            )
         case Verdict.STALLED:
-            return Text("STALLED: ", style="bold red") + Text(r.stalled or "")
+            return Text(_("STALLED: "), style="bold red") + Text(r.stalled or "")
         case Verdict.MISMATCH if r.remaining is not None and r.remaining < 0:
             return Text(
-                f"MISMATCH: the count ended at {r.remaining}, below zero: a decrement was "
-                "never undone (a buyer killed between DECR and its compensating INCR?)",
+                _(
+                    "MISMATCH: the count ended at {remaining}, below zero: a decrement was "
+                    "never undone (a buyer killed between DECR and its compensating INCR?)"
+                ).format(remaining=r.remaining),
                 style="bold red",
             )
         case Verdict.MISMATCH if r.orders is not None and (
             r.ledger_double_sold or not r.ledger_agrees
         ):
             return Text(
-                f"MISMATCH: the engine's orders ledger ({len(r.orders)} orders, "
-                f"{r.ledger_double_sold} tickets recorded twice) disagrees with the count "
-                f"({r.visible_sales} sold by the count) or with the buyers' reports",
+                _(
+                    "MISMATCH: the engine's orders ledger ({orders} orders, {twice} tickets "
+                    "recorded twice) disagrees with the count ({visible} sold by the count) "
+                    "or with the buyers' reports"
+                ).format(
+                    orders=len(r.orders) + r.sold_elsewhere,
+                    twice=r.ledger_double_sold,
+                    visible=r.visible_sales,
+                ),
                 style="bold red",
             )
         case Verdict.MISMATCH:
             return Text(
-                f"MISMATCH: data.json went down by {r.unknown_consumed} more than the {r.sold} "
-                "sales reported, and no vanished buyer can account for it",
+                _(
+                    "MISMATCH: data.json went down by {extra} more than the {sold} sales "
+                    "reported, and no vanished buyer can account for it"
+                ).format(extra=r.unknown_consumed, sold=r.sold),
                 style="bold red",
             )
         case Verdict.OVERSOLD:
-            if zh:
-                return Text(f"超卖: {r.tickets}张票卖了{r.sold}次", style="bold red")
             return Text(
-                f"OVERSOLD: {_plural(r.tickets, 'ticket')} sold {r.sold} times", style="bold red"
+                n_(
+                    "OVERSOLD: {tickets} ticket sold {sold} times",
+                    "OVERSOLD: {tickets} tickets sold {sold} times",
+                    r.tickets,
+                ).format(tickets=r.tickets, sold=r.sold + r.sold_elsewhere),
+                style="bold red",
             )
         case Verdict.UNREADABLE:
-            return Text(f"UNREADABLE: data.json at the end {r.final_problem}", style="bold red")
-        case Verdict.LOST_UPDATES:
-            gone = r.visible_sales or 0
-            if zh:
-                return Text(
-                    f"丢失更新: 卖出{r.sold}张, 但data.json只减少了{gone}张", style="bold red"
-                )
             return Text(
-                f"LOST UPDATES: {r.sold} sold, but data.json went down by only {gone} "
-                f"({r.remaining} of {r.tickets} still on offer)",
+                _("UNREADABLE: data.json at the end {problem}").format(problem=r.final_problem),
+                style="bold red",
+            )
+        case Verdict.LOST_UPDATES:
+            return Text(
+                _(
+                    "LOST UPDATES: {sold} sold, but data.json went down by only {gone} "
+                    "({remaining} of {tickets} still on offer)"
+                ).format(
+                    sold=r.sold, gone=r.visible_sales or 0, remaining=r.remaining, tickets=r.tickets
+                ),
                 style="bold red",
             )
         case Verdict.ERRORS:
-            if zh:
-                return Text(f"出错: {r.buyers}个用户中{r.errors}个失败", style="bold red")
-            return Text(f"ERRORS: {r.errors} of {r.buyers} buyers failed", style="bold red")
+            return Text(
+                _("ERRORS: {errors} of {buyers} buyers failed").format(
+                    errors=r.errors, buyers=r.buyers
+                ),
+                style="bold red",
+            )
         case Verdict.UNKNOWN:
             return Text(
-                f"UNKNOWN: {r.unknown} buyers vanished before reporting", style="bold yellow"
+                _("UNKNOWN: {unknown} buyers vanished before reporting").format(unknown=r.unknown),
+                style="bold yellow",
             )
         case Verdict.HELD_DESPITE_KILLS:
             return Text(
-                f"consistent despite {_plural(r.killed, 'killed buyer')}: {r.sold} sold, "
-                f"{r.remaining} remaining, {r.unknown_consumed} taken by killed buyers",
+                n_(
+                    "consistent despite {killed} killed buyer: {sold} sold, {remaining} "
+                    "remaining, {taken} taken by killed buyers",
+                    "consistent despite {killed} killed buyers: {sold} sold, {remaining} "
+                    "remaining, {taken} taken by killed buyers",
+                    r.killed,
+                ).format(
+                    killed=r.killed, sold=r.sold, remaining=r.remaining, taken=r.unknown_consumed
+                ),
                 style="bold green",
             )
         case Verdict.UNDERSOLD:
-            if zh:
-                return Text(
-                    f"少卖: 数据一致, 但还剩{r.remaining}张票, {r.gave_up}个想买的用户放弃了",
-                    style="bold yellow",
-                )
             return Text(
-                f"UNDERSOLD: consistent, but {_plural(r.undersold, 'ticket')} unsold although "
-                f"{r.gave_up} buyers wanted one (they lost a compare-and-set and did not retry)",
+                n_(
+                    "UNDERSOLD: consistent, but {unsold} ticket unsold although {gave_up} "
+                    "buyers wanted one (they lost a compare-and-set and did not retry)",
+                    "UNDERSOLD: consistent, but {unsold} tickets unsold although {gave_up} "
+                    "buyers wanted one (they lost a compare-and-set and did not retry)",
+                    r.undersold,
+                ).format(unsold=r.undersold, gave_up=r.gave_up),
                 style="bold yellow",
             )
         case Verdict.HOLDS:
-            if zh:
-                return Text(f"一致: 卖出{r.sold}张, 剩余{r.remaining}张", style="bold green")
-            return Text(f"consistent: {r.sold} sold, {r.remaining} remaining", style="bold green")
+            return Text(
+                _("consistent: {sold} sold, {remaining} remaining").format(
+                    sold=r.sold, remaining=r.remaining
+                ),
+                style="bold green",
+            )
 
 
-def evidence(result: Result) -> list[str]:
+def evidence(result: Result, lang: Lang = "en") -> list[str]:
     """Sentences naming buyers that explain the verdict, from the same receipts as the tally."""
     r = result
+    _, n_ = translator(lang)
     lines: list[str] = []
     for conflict in r.conflicts[:3]:
-        who = format_buyers(conflict.buyers)
+        who = format_buyers(conflict.buyers, lang)
         t = conflict.ticket
         two = len(conflict.buyers) == 2
         if conflict.all_read_before_first_write:
             lines.append(
-                f"Buyers {who} both read ticket_num={t} before either wrote."
-                if two
-                else f"Buyers {who} all read ticket_num={t} before any of them wrote."
+                (
+                    _("Buyers {who} both read ticket_num={t} before either wrote.")
+                    if two
+                    else _("Buyers {who} all read ticket_num={t} before any of them wrote.")
+                ).format(who=who, t=t)
             )
         else:
-            lines.append(f"Buyers {who} each read ticket_num={t} and each sold ticket #{t}.")
+            lines.append(
+                _("Buyers {who} each read ticket_num={t} and each sold ticket #{t}.").format(
+                    who=who, t=t
+                )
+            )
         first, second = conflict.buyers[0], conflict.buyers[1]
         more = len(conflict.buyers) - 2
         tail = (
-            f" ({_plural(more, 'more write')} overwrote the one before in the same way)"
+            n_(
+                " ({more} more write overwrote the one before in the same way)",
+                " ({more} more writes overwrote the one before in the same way)",
+                more,
+            ).format(more=more)
             if more
             else ""
         )
         lines.append(
-            f"Buyer {second} overwrote buyer {first}'s write: both read ticket_num={t} "
-            f"and both wrote {t - 1}.{tail}"
+            _(
+                "Buyer {second} overwrote buyer {first}'s write: both read ticket_num={t} "
+                "and both wrote {wrote}."
+            ).format(second=second, first=first, t=t, wrote=t - 1)
+            + tail
         )
     if len(r.conflicts) > 3:
-        lines.append(f"…and {len(r.conflicts) - 3} more tickets were sold more than once.")
+        lines.append(
+            _("…and {more} more tickets were sold more than once.").format(
+                more=len(r.conflicts) - 3
+            )
+        )
     torn = [x for x in r.receipts if x.outcome == "error"]
     if torn:
         first_err = torn[0]
-        lines.append(
-            f"Buyer {first_err.buyer} failed: {first_err.error}"
-            + (f" ({len(torn) - 1} more like it)" if len(torn) > 1 else "")
+        line = _("Buyer {buyer} failed: {error}").format(
+            buyer=first_err.buyer, error=first_err.error
         )
+        if len(torn) > 1:
+            line += _(" ({more} more like it)").format(more=len(torn) - 1)
+        lines.append(line)
         if any(x.torn_read for x in torn):
             lines.append(
-                "A torn read: the notes' open('w') empties data.json before json.dump refills it, "
-                "and a buyer read it in between."
+                _(
+                    "A torn read: the notes' open('w') empties data.json before json.dump "
+                    "refills it, and a buyer read it in between."
+                )
             )
             if not r.raced and not r.expected_safe:
                 lines.append(
-                    "To see the oversell itself, widen the window: --latency 0.05-0.2, "
-                    "or force it with --lockstep."
+                    _(
+                        "To see the oversell itself, widen the window: --latency 0.05-0.2, "
+                        "or force it with --lockstep."
+                    )
                 )
     if r.killed:
         inside = r.killed_in_critical_section
-        lines.append(
-            f"--crash killed {_plural(r.killed, 'buyer')}"
-            + (
-                f", {inside} of them inside the critical section (holding the lock)"
-                if inside
-                else ""
+        line = n_("--crash killed {killed} buyer", "--crash killed {killed} buyers", r.killed)
+        line = line.format(killed=r.killed)
+        if inside:
+            line += _(", {inside} of them inside the critical section (holding the lock)").format(
+                inside=inside
             )
-            + f". Their outcome is unknown: {r.unknown_consumed} of their sales reached data.json, "
-            "so the books balance as sold + remaining + taken-by-killed = "
-            f"{r.sold} + {r.remaining} + {r.unknown_consumed} = {r.tickets}"
-            + (" ✓." if r.accounted else " ✗ (they do not balance).")
-        )
+        line += _(
+            ". Their outcome is unknown: {taken} of their sales reached data.json, so the "
+            "books balance as sold + remaining + taken-by-killed = "
+            "{sold} + {remaining} + {taken} = {tickets}"
+        ).format(taken=r.unknown_consumed, sold=r.sold, remaining=r.remaining, tickets=r.tickets)
+        line += " ✓." if r.accounted else _(" ✗ (they do not balance).")
+        lines.append(line)
     if r.lockstep_broken:
         if r.lock:
             lines.append(
-                "Lockstep could not gather every buyer in the race window: the lock let only one "
-                "in at a time, which is the fix working."
+                _(
+                    "Lockstep could not gather every buyer in the race window: the lock let "
+                    "only one in at a time, which is the fix working."
+                )
             )
         else:
             lines.append(
-                "Lockstep timed out before every buyer reached the race window (late arrivals or "
-                "killed buyers), so this run did not force every buyer to overlap."
+                _(
+                    "Lockstep timed out before every buyer reached the race window (late "
+                    "arrivals or killed buyers), so this run did not force every buyer to overlap."
+                )
             )
     if r.stalled:
-        lines.append("The runner stopped the stalled buyers and reaped every process.")
+        lines.append(_("The runner stopped the stalled buyers and reaped every process."))
     if r.own_program and r.visible_sales is not None and r.unknown_consumed and not r.sold:
         lines.append(
-            "data.json went down, but no buyer reported a sale: does your function return "
-            "something truthy for a sale, or should --success-regex match what it prints?"
+            _(
+                "data.json went down, but no buyer reported a sale: does your function return "
+                "something truthy for a sale, or should --success-regex match what it prints?"
+            )
+        )
+    if r.sold_elsewhere:
+        lines.append(
+            _(
+                "Other runs (--join) sold {elsewhere} of the {tickets} tickets; the engine's "
+                "ledger names them, and the books count them: {sold} + {elsewhere} + "
+                "{remaining} = {tickets}."
+            ).format(
+                elsewhere=r.sold_elsewhere, tickets=r.tickets, sold=r.sold, remaining=r.remaining
+            )
         )
     if r.consistent and not r.raced:
         if r.own_program:
             lines.append(
-                "Your program held this time; --repeat and --lockstep make a race likelier."
+                _("Your program held this time; --repeat and --lockstep make a race likelier.")
             )
         elif r.expected_safe:
             taken = sorted((x.ticket for x in r.receipts if x.ticket is not None), reverse=True)
             if taken:
                 sales = (
-                    f"The one sale took ticket #{taken[0]}"
+                    _("The one sale took ticket #{first}")
                     if len(taken) == 1
-                    else f"Every sale took a different ticket (#{taken[0]}…#{taken[-1]})"
-                )
+                    else _("Every sale took a different ticket (#{first}…#{last})")
+                ).format(first=taken[0], last=taken[-1])
                 lines.append(
-                    f"{sales}; {_plural(r.sold_out, 'buyer')} read ticket_num=0 and went without."
+                    sales
+                    + n_(
+                        "; {n} buyer read ticket_num=0 and went without.",
+                        "; {n} buyers read ticket_num=0 and went without.",
+                        r.sold_out,
+                    ).format(n=r.sold_out)
                 )
-        else:
+        elif r.tickets > 0:
             lines.append(
-                "No race this time: races are intermittent, and every buyer happened to read "
-                "after the previous write landed. Widen the window with --latency 0.05-0.2, "
-                "or force the overlap with --lockstep."
+                _(
+                    "No race this time: races are intermittent, and every buyer happened to "
+                    "read after the previous write landed. Widen the window with --latency "
+                    "0.05-0.2, or force the overlap with --lockstep."
+                )
             )
     return lines
 
@@ -315,6 +407,7 @@ def run_header(
     lock: str | None,
     *,
     own_program: bool | None = None,
+    lang: Lang = "en",
 ) -> Text:
     """One line saying what is about to run (or ran).
 
@@ -322,63 +415,94 @@ def run_header(
     own. When None it is read from ``variant``: a :class:`VariantInfo` says it
     (:class:`Expectation` ``YOURS``); for a bare name the core decides
     (:data:`~lab.core.model.OWN_PROGRAM_VARIANT`, until every caller passes it).
+    ``tickets`` is a count, or a word for whose count it is ("the file's").
     """
+    _, n_ = translator(lang)
     name = variant if isinstance(variant, str) else variant.name
     if own_program is None:
         if isinstance(variant, str):
             own_program = variant == OWN_PROGRAM_VARIANT
         else:
             own_program = _expectation(variant) is Expectation.YOURS
-    parts = [name + (f" (--lock {lock})" if lock else ""), _plural(scenario.buyers, "buyer")]
-    parts.append(_plural(tickets, "ticket") if isinstance(tickets, int) else f"{tickets} tickets")
-    parts.append("latency: your program's own" if own_program else f"latency {scenario.latency}")
+    buyers = scenario.buyers
+    parts = [
+        name + (f" (--lock {lock})" if lock else ""),
+        n_("{n} buyer", "{n} buyers", buyers).format(n=buyers),
+    ]
+    if isinstance(tickets, int):
+        parts.append(n_("{n} ticket", "{n} tickets", tickets).format(n=tickets))
+    else:
+        parts.append(_("{whose} tickets").format(whose=_(tickets)))
+    if own_program:
+        parts.append(_("latency: your program's own"))
+    else:
+        parts.append(_("latency {latency}").format(latency=scenario.latency))
     if scenario.lockstep:
-        parts.append("lockstep")
-    parts.append(f"seed {seed}")
+        parts.append(_("lockstep"))
+    parts.append(_("seed {seed}").format(seed=seed))
     return Text(" · ".join(parts), style="bold")
 
 
-def _tally_table(r: Result) -> Table:
+#: What ``run_header`` may say instead of a count (the CLI passes these words).
+WHOSE_TICKETS = (N_("the server's"), N_("the sale's"), N_("the file's"))
+
+
+def _tally_table(r: Result, lang: Lang = "en") -> Table:
+    _, _n = translator(lang)
     table = Table(box=None, pad_edge=False, show_edge=False)
     # A program that reports no ticket numbers (custom) cannot show double sales.
     numbered = all(x.ticket is not None for x in r.receipts if x.outcome == "bought")
-    columns: dict[str, object] = {"sold": r.sold}
+    # (key, heading, value): the key says which numbers are bad news when not 0.
+    columns: list[tuple[str, str, object]] = [("sold", _("sold"), r.sold)]
     if r.orders_elsewhere:
         # --join: the other runs' sales, from the engine's ledger, close the books.
-        columns["sold elsewhere"] = r.sold_elsewhere
-    columns |= {
-        "remaining": "?" if r.remaining is None else r.remaining,
-        "oversold": r.oversold,
-        "lost updates": "?" if r.lost_updates is None else r.lost_updates,
-        "double-sold": r.double_sold if numbered else "?",
-        "errors": r.errors,
-    }
+        columns.append(("elsewhere", _("sold elsewhere"), r.sold_elsewhere))
+    columns += [
+        ("remaining", _("remaining"), "?" if r.remaining is None else r.remaining),
+        ("oversold", _("oversold"), r.oversold),
+        ("lost", _("lost updates"), "?" if r.lost_updates is None else r.lost_updates),
+        ("double", _("double-sold"), r.double_sold if numbered else "?"),
+        ("errors", _("errors"), r.errors),
+    ]
     if r.killed:
-        columns["killed"] = r.killed  # their sales and the books are in the sentence above
+        columns.append(("killed", _("killed"), r.killed))  # their books: the sentence above
     if r.vanished:
-        columns["vanished"] = r.vanished
-    for name in columns:
-        table.add_column(name, justify="right")
-    bad = {"oversold", "lost updates", "double-sold", "errors", "unknown"}
+        columns.append(("vanished", _("vanished"), r.vanished))
+    for _key, heading, _value in columns:
+        table.add_column(heading, justify="right")
+    bad = {"oversold", "lost", "double", "errors"}
     table.add_row(
         *[
             Text(str(v), style="bold red" if k in bad and v not in (0, "0") else "")
-            for k, v in columns.items()
+            for k, _heading, v in columns
         ]
     )
     return table
 
 
-def _receipts_table(r: Result) -> Table:
-    table = Table(title="who read what", title_justify="left", show_edge=False, pad_edge=False)
+def _outcome_word(outcome: str, lang: Lang) -> str:
+    _, _n = translator(lang)
+    words = {
+        "bought": _("bought"),
+        "sold_out": _("sold_out"),
+        "error": _("error"),
+        "unknown": _("unknown"),
+        "gave_up": _("gave_up"),
+    }
+    return words.get(outcome, outcome)
+
+
+def _receipts_table(r: Result, lang: Lang = "en") -> Table:
+    _, _n = translator(lang)
+    table = Table(title=_("who read what"), title_justify="left", show_edge=False, pad_edge=False)
     for name, justify in (
-        ("buyer", "right"),
-        ("searched", "right"),
-        ("read at buy", "right"),
-        ("outcome", "left"),
-        ("took ticket", "right"),
-        ("wrote", "right"),
-        ("done at", "right"),
+        (_("buyer"), "right"),
+        (_("searched"), "right"),
+        (_("read at buy"), "right"),
+        (_("outcome"), "left"),
+        (_("took ticket"), "right"),
+        (_("wrote"), "right"),
+        (_("done at"), "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     contested = {b for c in r.conflicts for b in c.buyers}
@@ -395,7 +519,7 @@ def _receipts_table(r: Result) -> Table:
             "gave_up": "yellow",
         }[x.outcome]
         ticket = (
-            f"#{x.ticket}" + (" (double)" if x.buyer in contested else "")
+            f"#{x.ticket}" + (_(" (double)") if x.buyer in contested else "")
             if x.ticket is not None
             else ""
         )
@@ -403,33 +527,36 @@ def _receipts_table(r: Result) -> Table:
             str(x.buyer),
             "" if x.searched is None else str(x.searched),
             "" if x.read is None else str(x.read),
-            Text(x.outcome, style=style),
+            Text(_outcome_word(x.outcome, lang), style=style),
             Text(ticket, style="bold red" if x.buyer in contested else ""),
             "" if x.ticket is None else f"ticket_num={x.ticket - 1}",
             "" if x.t_done is None else f"{x.t_done:.3f}s",
         )
     if len(rows) > TABLE_ROWS:
-        table.caption = f"…{len(rows) - TABLE_ROWS} more buyers (see --json for all)"
+        table.caption = _("…{more} more buyers (see --json for all)").format(
+            more=len(rows) - TABLE_ROWS
+        )
         table.caption_justify = "left"
     return table
 
 
-def _ledger_line(ledger: Ledger) -> Text:
+def _ledger_line(ledger: Ledger, lang: Lang = "en") -> Text:
     """The server's own account of the run, next to the buyers' (clients may disagree with it)."""
+    _, _n = translator(lang)
     counts: tuple[tuple[str, int | None], ...] = ()
     if ledger.error is None:  # an unreadable account has no counts to show
         counts = (
-            ("sold", ledger.sold),
-            ("sold out", ledger.sold_out),
-            ("remaining", ledger.remaining),
-            ("lost updates", ledger.lost_updates),
-            ("errors", ledger.errors),
-            ("peak connections", ledger.peak_connections),
+            (_("sold"), ledger.sold),
+            (_("sold out"), ledger.sold_out),
+            (_("remaining"), ledger.remaining),
+            (_("lost updates"), ledger.lost_updates),
+            (_("errors"), ledger.errors),
+            (_("peak connections"), ledger.peak_connections),
         )
     shown = " · ".join(f"{label} {n}" for label, n in counts if n is not None)
     where = ledger.server
-    head = f"server ledger{f' ({where})' if where else ''}: "
-    return Text("\n" + head, style="bold") + Text(shown or "(empty)")
+    head = _("server ledger ({where}): ").format(where=where) if where else _("server ledger: ")
+    return Text("\n" + head, style="bold") + Text(shown or _("(empty)"))
 
 
 def fix_hint(result: Result, variant: VariantInfo, lang: Lang = "en") -> Text | None:
@@ -440,6 +567,7 @@ def fix_hint(result: Result, variant: VariantInfo, lang: Lang = "en") -> Text | 
     it must survive copy and paste at any width.
     """
     r = result
+    _, _n = translator(lang)
     # A torn read is the same missing lock showing itself (a read between another
     # buyer's truncate and write): it needs the same fix, even when nothing oversold.
     if not (r.raced or r.torn_reads) or not variant.fixed_by:
@@ -454,10 +582,9 @@ def fix_hint(result: Result, variant: VariantInfo, lang: Lang = "en") -> Text | 
     if sc.store_url is not None:
         option = "--redis-url" if variant.store.startswith("redis") else "--dsn"
         command += f" {option} '{sc.store_url}'"
-    head = "修复方法: " if lang == "zh" else "The fix: "
-    text = Text(head, style="bold green")
-    text.append(variant.fix)
-    text.append("\n" + ("看它成立: " if lang == "zh" else "See it hold on the same seed: "))
+    text = Text(_("The fix: "), style="bold green")
+    text.append(_(variant.fix))
+    text.append("\n" + _("See it hold on the same seed: "))
     text.append(command, style="bold")
     return text
 
@@ -467,14 +594,17 @@ def render_result(
 ) -> RenderableType:
     """The summary panel (verdict + evidence), the per-buyer table and the tally."""
     r = result
+    _, _n = translator(lang)
     body = Text()
     body.append_text(verdict(r, lang))
-    for sentence in evidence(r):
+    for sentence in evidence(r, lang):
         body.append("\n" + sentence)
     if r.own_program:
-        title = f"{r.variant}: your program, judged by the tally"
+        title = _("{variant}: your program, judged by the tally").format(variant=r.variant)
+    elif r.expected_safe:
+        title = _("{variant}: expected to hold").format(variant=r.variant)
     else:
-        title = f"{r.variant}: {'expected to hold' if r.expected_safe else 'expected to race'}"
+        title = _("{variant}: expected to race").format(variant=r.variant)
     border = "green" if r.consistent else "red"
     parts: list[RenderableType] = [
         Panel(body, title=title, title_align="left", border_style=border),
@@ -482,25 +612,36 @@ def render_result(
     if header:
         parts.insert(
             0,
-            run_header(r.variant, r.scenario, r.tickets, r.seed, r.lock, own_program=r.own_program),
+            run_header(
+                r.variant,
+                r.scenario,
+                r.tickets,
+                r.seed,
+                r.lock,
+                own_program=r.own_program,
+                lang=lang,
+            ),
         )
     if table if table is not None else r.buyers <= TABLE_ROWS or not r.consistent:
-        parts.append(_receipts_table(r))
+        parts.append(_receipts_table(r, lang))
     parts.append(Text())
-    parts.append(_tally_table(r))
+    parts.append(_tally_table(r, lang))
     if r.ledger is not None:
-        parts.append(_ledger_line(r.ledger))
-    where = Text(f"\n{'data.json' if r.orders is None else 'store'}: {r.data_path}\n", style="dim")
-    where.append(f"now holds: {r.final_text.strip() or '(empty)'}", style="")
+        parts.append(_ledger_line(r.ledger, lang))
+    kind = _("data.json") if r.orders is None else _("store")
+    where = Text(f"\n{kind}: {r.data_path}\n", style="dim")
+    where.append(_("now holds: {text}").format(text=r.final_text.strip() or _("(empty)")), style="")
     parts.append(where)
     if r.schedule_driven:
         parts.append(
-            Text("a schedule-driven run: the interleaving, not the clock, decided", style="dim")
+            Text(_("a schedule-driven run: the interleaving, not the clock, decided"), style="dim")
         )
         return Group(*parts)
     parts.append(
         Text(
-            f"elapsed {r.elapsed_s:.3f} s after the start gun · {r.start_method} · seed {r.seed}",
+            _("elapsed {elapsed:.3f} s after the start gun · {method} · seed {seed}").format(
+                elapsed=r.elapsed_s, method=r.start_method, seed=r.seed
+            ),
             style="dim",
         )
     )

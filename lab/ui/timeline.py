@@ -11,25 +11,23 @@ Each lane reads left to right::
                                   ═ the same wait, holding the lock
                                   W write   ✓ bought   ✗ sold out   ! error   † killed
 
-Under the lanes, every lost update is named as a pair: who overwrote whose
-write, and what both had read.
+Under the lanes, every lost update is named: per ticket sold twice, the chain
+of buyers in write order (``0 ← 3 ← 5``: 3 overwrote 0's write, 5 overwrote
+3's), every one of them, never "and 3 more".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
+from lab.core.i18n import Lang, translator
 from lab.core.model import Receipt, Result
 
 __all__ = ["Overwrite", "TimelineView", "overwrites"]
-
-LEGEND = (
-    "s search, r read, ═ lock held, · waiting on a stale count, W write, ✓ bought, "
-    "✗ sold out, ! error, † killed"
-)
 
 
 @dataclass(frozen=True)
@@ -40,11 +38,12 @@ class Overwrite:
     later: int
     count: int
 
-    def sentence(self) -> str:
-        return (
-            f"buyer {self.later} overwrote buyer {self.earlier}'s write: both read "
-            f"ticket_num={self.count} and both wrote {self.count - 1}"
-        )
+    def sentence(self, lang: Lang = "en") -> str:
+        _, _n = translator(lang)
+        return _(
+            "buyer {later} overwrote buyer {earlier}'s write: both read ticket_num={count} "
+            "and both wrote {wrote}"
+        ).format(later=self.later, earlier=self.earlier, count=self.count, wrote=self.count - 1)
 
 
 def overwrites(result: Result) -> list[Overwrite]:
@@ -72,17 +71,22 @@ def _interesting_first(result: Result) -> list[Receipt]:
 class TimelineView:
     """A rich renderable: ``console.print(TimelineView(result))``."""
 
-    def __init__(self, result: Result, *, max_lanes: int = 12, max_pairs: int = 6) -> None:
+    def __init__(self, result: Result, *, max_lanes: int = 12, lang: Lang = "en") -> None:
         self.result = result
         self.max_lanes = max_lanes
-        self.max_pairs = max_pairs
+        self.lang: Lang = lang
+
+    def _label(self, buyer: int) -> str:
+        _, _n = translator(self.lang)
+        return _("buyer {n}").format(n=buyer)
 
     def lanes(self, width: int) -> tuple[list[Text], int]:
         """The lanes that fit, and how many buyers were left out."""
         r = self.result
         shown = _interesting_first(r)[: self.max_lanes]
         shown.sort(key=lambda x: x.buyer)
-        label_width = max((len(f"buyer {x.buyer}") for x in shown), default=7)
+        # Cells, not characters: 用户7 is three characters and five columns wide.
+        label_width = max((cell_len(self._label(x.buyer)) for x in shown), default=7)
         cols = max(10, width - label_width - 3)
         end = max((e.t for x in r.receipts for e in x.events), default=0.0) or 1e-9
 
@@ -120,30 +124,51 @@ class TimelineView:
                     bad = any(x.buyer in conflict.buyers for conflict in r.conflicts)
                     cells[max(0, c - 1)], styles[max(0, c - 1)] = "W", "bold red" if bad else "bold"
                     cells[c], styles[c] = "✓", "bold red" if bad else "green"
-            line = Text(f"{f'buyer {x.buyer}':>{label_width}} │", style="dim")
+            label = self._label(x.buyer)
+            line = Text(" " * (label_width - cell_len(label)) + label + " │", style="dim")
             for ch, st in zip(cells, styles, strict=True):
                 line.append(ch, style=st)
             lines.append(line)
         return lines, len(r.receipts) - len(shown)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        _, n_ = translator(self.lang)
         width = options.max_width
         r = self.result
         end = max((e.t for x in r.receipts for e in x.events), default=0.0)
-        yield Text(f"timeline: 0 → {end:.3f} s after the start gun", style="bold")
-        yield Text(LEGEND, style="dim", overflow="fold")
+        yield Text(_("timeline: 0 → {end:.3f} s after the start gun").format(end=end), style="bold")
+        yield Text(
+            _("the start gun: the moment every buyer, forked and waiting, is let go at once"),
+            style="dim",
+        )
+        legend = _(
+            "s search, r read, ═ lock held, · waiting on a stale count, W write, ✓ bought, "
+            "✗ sold out, ! error, † killed"
+        )
+        # Wrap between items, never inside one ("✓ bought" stays whole).
+        yield Text(legend.replace(" ", "\u00a0").replace(",\u00a0", ", "), style="dim")
         lines, hidden = self.lanes(width)
         yield from lines
         if hidden:
             yield Text(
-                f"… {hidden} more buyers not shown "
-                "(double-sold, failed and killed buyers come first)",
+                n_(
+                    "… {n} more buyer not shown (double-sold, failed and killed buyers come first)",
+                    "… {n} more buyers not shown "
+                    "(double-sold, failed and killed buyers come first)",
+                    hidden,
+                ).format(n=hidden),
                 style="dim",
             )
-        pairs = overwrites(r)
-        if pairs:
-            yield Text("lost updates:", style="bold red")
-            for pair in pairs[: self.max_pairs]:
-                yield Text("  " + pair.sentence())
-            if len(pairs) > self.max_pairs:
-                yield Text(f"  …and {len(pairs) - self.max_pairs} more overwrites", style="dim")
+        if r.conflicts:
+            yield Text(
+                _("lost updates, in write order (each write overwrote the one on its left):"),
+                style="bold red",
+            )
+            for conflict in r.conflicts:
+                chain = " ← ".join(str(b) for b in conflict.buyers)
+                yield Text(
+                    "  "
+                    + _("ticket #{t} (all read {t}, all wrote {wrote}): {chain}").format(
+                        t=conflict.ticket, wrote=conflict.ticket - 1, chain=chain
+                    )
+                )

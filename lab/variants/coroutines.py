@@ -64,6 +64,7 @@ from typing import Any
 
 from lab.buyer import Buyer
 from lab.core.errors import UsageError
+from lab.core.i18n import N_
 from lab.core.model import Scenario
 from lab.net.server import lockstep_wait_s
 from lab.variants.naive import search
@@ -255,7 +256,7 @@ class _OneLoop(VariantBase):
 class AsyncioNaive(_OneLoop):
     name = "asyncio-naive"
     fixed_by: str | None = "asyncio-locked"
-    fix = "an asyncio.Lock held across the await between the read and the write"
+    fix = N_("an asyncio.Lock held across the await between the read and the write")
     summary = (
         "every buyer an asyncio task on one event loop, await asyncio.sleep between read and write"
     )

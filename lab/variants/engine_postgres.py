@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lab.buyer import Buyer
+from lab.core.i18n import N_
 from lab.core.lazy import lazy_import
 from lab.stores.pgdb import ORDERS, SALE_KEY, TICKETS, PgStore
 from lab.variants.protocol import RunEnv, Stage, Variant, VariantBase
@@ -316,7 +317,7 @@ class _Postgres(VariantBase):
 class PgNaive(_Postgres):
     name = "pg-naive"
     fixed_by: str | None = "pg-conditional"
-    fix = (
+    fix = N_(
         "let the engine check and decrement in one statement (UPDATE ... WHERE ticket_num > 0"
         " RETURNING), or lock the row first (SELECT ... FOR UPDATE: lab run pg-for-update)"
     )

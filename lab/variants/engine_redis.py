@@ -48,6 +48,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from lab.buyer import Buyer
+from lab.core.i18n import N_
 from lab.core.lazy import lazy_import
 from lab.stores.rediscluster import (
     COUNT_UNTAGGED,
@@ -261,7 +262,7 @@ class _Cluster(_Redis):
 class RedisNaive(_Redis):
     name = "redis-naive"
     fixed_by: str | None = "redis-lua"
-    fix = (
+    fix = N_(
         "one Lua script that checks and decrements atomically (or WATCH/MULTI with a retry: "
         "lab run redis-watch)"
     )
@@ -314,7 +315,7 @@ class RedisLua(_Redis):
 class ClusterNaive(_Cluster):
     name = "cluster-naive"
     fixed_by: str | None = "cluster-lua"
-    fix = (
+    fix = N_(
         "one Lua script over hash-tagged keys ({tickets}), so the check and the decrement run"
         " in one slot, atomically"
     )

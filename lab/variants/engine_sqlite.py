@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from lab.buyer import Buyer
+from lab.core.i18n import N_
 from lab.stores.sqlitedb import ORDERS, TICKETS, SqliteStore
 from lab.variants.protocol import RunEnv, Stage, Variant, VariantBase
 
@@ -196,7 +197,7 @@ class _Sqlite(VariantBase):
 class SqliteNaive(_Sqlite):
     name = "sqlite-naive"
     fixed_by: str | None = "sqlite-conditional"
-    fix = (
+    fix = N_(
         "let the engine check and decrement in one statement: UPDATE lab_tickets SET "
         "ticket_num = ticket_num - 1 WHERE ticket_num > 0, and decide by the row count"
     )

@@ -64,6 +64,7 @@ from typing import Any
 
 from lab.buyer import Buyer
 from lab.core.errors import UsageError
+from lab.core.i18n import N_
 from lab.core.model import Scenario
 from lab.net.server import lockstep_wait_s
 from lab.variants.naive import search
@@ -249,7 +250,7 @@ class _OneHub(VariantBase):
 class GeventNaive(_OneHub):
     name = "gevent-naive"
     fixed_by: str | None = "gevent-locked"
-    fix = "a gevent.lock.Semaphore held across the patched sleep between the read and the write"
+    fix = N_("a gevent.lock.Semaphore held across the patched sleep between the read and the write")
     summary = "every buyer a greenlet after monkey.patch_all(), spawn and joinall as in the notes"
     safe = False
     host = staticmethod(host_naive)

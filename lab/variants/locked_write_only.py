@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from lab.buyer import Buyer
+from lab.core.i18n import N_
 from lab.variants._mutex import LockKit, file_mutex, lock_kit
 from lab.variants.naive import search
 from lab.variants.protocol import RunEnv, Stage, VariantBase
@@ -43,7 +44,7 @@ def run(me: Buyer, kit: LockKit) -> None:
 class LockedWriteOnly(VariantBase):
     name = "locked-write-only"
     fixed_by: str | None = "locked"
-    fix = (
+    fix = N_(
         "take the lock before the read, not just around the write: the decision must be made "
         "on a count nobody else can change"
     )

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from lab.buyer import Buyer
+from lab.core.i18n import N_
 from lab.variants.protocol import RunEnv, Stage, VariantBase
 
 __all__ = ["Naive", "buy", "run", "search"]
@@ -62,7 +63,7 @@ def run(me: Buyer) -> None:
 class Naive(VariantBase):
     name = "naive"
     fixed_by: str | None = "locked"
-    fix = (
+    fix = N_(
         "a lock around the read, the check and the write (multiprocessing.Lock or a file "
         "lock), so no buyer reads while another is between its read and its write"
     )

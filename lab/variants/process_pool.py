@@ -57,6 +57,7 @@ from typing import Any
 
 from lab.buyer import Buyer, child_signals, die_with_parent
 from lab.core.errors import UsageError
+from lab.core.i18n import N_
 from lab.core.model import Scenario
 from lab.variants import locked, naive
 from lab.variants.naive import search
@@ -211,7 +212,7 @@ class _Pool(VariantBase):
 class ProcessPoolNaive(_Pool):
     name = "processpool-naive"
     fixed_by: str | None = "processpool-locked"
-    fix = (
+    fix = N_(
         "one multiprocessing.Lock around read, check and write, handed to every worker by the "
         "pool's initializer (not made inside each task)"
     )

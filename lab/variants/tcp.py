@@ -66,6 +66,7 @@ from typing import Any
 
 from lab.buyer import Buyer, child_signals, die_with_parent, signals_deferred
 from lab.core.errors import LabError, UsageError
+from lab.core.i18n import N_
 from lab.core.model import Scenario
 from lab.net.server import Mode, ServerConfig, TicketServer, fd_budget, lockstep_wait_s
 from lab.net.wire import Client, format_address, parse_address
@@ -393,7 +394,7 @@ class ServerNaive(_ServerVariant):
 
     name = "server-naive"
     fixed_by: str | None = "server"
-    fix = "a lock in the server around each purchase's read, check and write"
+    fix = N_("a lock in the server around each purchase's read, check and write")
     mode: Mode = "naive"
     summary = "buyers ask a TCP server (a thread per connection) that reads, waits, writes unlocked"
     safe = False

@@ -60,6 +60,7 @@ from typing import Any
 
 from lab.buyer import Buyer
 from lab.core.errors import UsageError
+from lab.core.i18n import N_
 from lab.core.model import Scenario
 from lab.variants import locked, naive
 from lab.variants.coroutines import COROUTINE_VARIANTS
@@ -217,7 +218,9 @@ class _OneProcessOfThreads(VariantBase):
 class ThreadsNaive(_OneProcessOfThreads):
     name = "threads-naive"
     fixed_by: str | None = "threads-locked"
-    fix = "one threading.Lock shared by the threads, held around the read, the check and the write"
+    fix = N_(
+        "one threading.Lock shared by the threads, held around the read, the check and the write"
+    )
     summary = "the notes' program with threading.Thread buyers in one process, no lock"
     safe = False
     why = (
@@ -253,7 +256,7 @@ def _pool_kit(env: RunEnv, lock: ThreadLock | None) -> PoolKit:
 class ThreadPoolNaive(_OneProcessOfThreads):
     name = "threadpool-naive"
     fixed_by: str | None = "threadpool-locked"
-    fix = (
+    fix = N_(
         "one threading.Lock shared by the pool's threads, held around the read, the check and"
         " the write"
     )
