@@ -307,3 +307,36 @@ def test_the_language_follows_the_locale_as_gettext_reads_it(
     environ: dict[str, str], expected: str
 ) -> None:
     assert locale_lang(environ) == expected
+
+
+def test_check_says_in_one_line_why_it_failed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = str(tmp_path / "data.json")
+    argv = ["run", "naive", "--buyers", "3", "--latency", "0", "--lockstep", "--check"]
+    assert main([*argv, "--data", data, "--tickets", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("lab: --check: naive did not hold: OVERSOLD: 1 ticket sold 3 times")
+    assert main([*argv, "--data", data, "--tickets", "1", "--lang", "zh"]) == 1
+    assert "naive 没有成立: 超卖: 1张票卖了3次" in capsys.readouterr().err
+    # A fix that holds passes --check without a word on stderr.
+    assert (
+        main(
+            [
+                "run",
+                "locked",
+                "--buyers",
+                "3",
+                "--latency",
+                "0",
+                "--check",
+                "--data",
+                data,
+                "--tickets",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().err == ""

@@ -106,3 +106,14 @@ def test_each_language_loads_with_its_plurals(lang: str, said: str) -> None:
     assert n_("{n} buyer", "{n} buyers", 1).format(n=1) == said.replace("2", "1").replace(
         "buyers", "buyer"
     )
+
+
+def _bash_blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+
+
+def test_the_chinese_readme_opens_with_the_same_two_commands() -> None:
+    english = _bash_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
+    chinese = _bash_blocks((ROOT / "README.zh.md").read_text(encoding="utf-8"))
+    assert chinese[:2] == english[:2]
+    assert "README.zh.md" in (ROOT / "README.md").read_text(encoding="utf-8")

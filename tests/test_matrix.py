@@ -205,3 +205,40 @@ def test_isolation_levels() -> None:
     assert all(isolation_of(v) == "n/a" for v in redis_like)
     # every engine the registry holds is in the matrix, json data.json variants never are
     assert set(engines_in()) == {v.store for v in VARIANTS.values()} - {"json"}
+
+
+def test_the_matrix_reads_in_chinese_too() -> None:
+    """Markdown, the HTML page and the terminal table, with ``lang="zh"``."""
+    from lab.ui.matrix_view import describe_runs  # noqa: PLC0415
+
+    row = MatrixRow(
+        engine="redis",
+        variant="redis-naive",
+        isolation="-",
+        expected="races",
+        oversold=7,
+        lost_updates=7,
+        undersold=0,
+        retries=0,
+        errors=0,
+        tickets_per_s=100.0,
+        ceiling_per_s=200.0,
+        ratio=0.5,
+        held=False,
+    )
+    caption = describe_runs(
+        buyers=8, race_buyers=8, race_latency=0.2, lockstep=False, repeat=3, seed=7, lang="zh"
+    )
+    assert "每一行" in caption and "种子 7" in caption
+    markdown = matrix_markdown([row], caption=caption, lang="zh")
+    assert markdown.startswith("| 引擎 | 做法 | 隔离级别 | 预期 | 实际 | 超卖 |")
+    assert "| 竞争 | 竞争 |" in markdown  # expected races, observed races
+    page = matrix_html([row], caption=caption, lang="zh")
+    assert '<html lang="zh-CN">' in page and "<th>引擎</th>" in page
+    assert 'class="races' in page  # the styles key on the English word, whatever the language
+    console = Console(file=io.StringIO(), width=100, color_system=None)
+    console.print(matrix_table([row], caption=caption, lang="zh"))
+    screen = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "结果" in screen and "竞争" in screen and "expected" not in screen
+    english = matrix_markdown([row], lang="en")
+    assert english.startswith("| engine | variant | isolation | expected | observed |")

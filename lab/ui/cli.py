@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, overload
 from lab import __version__
 from lab.core import argtypes, interrupts, scenarios
 from lab.core.errors import LabError, UsageError
+from lab.core.i18n import translator
 from lab.core.interrupts import EXIT_STATUS, last_signal
 from lab.core.model import MAX_TICKETS, Scenario
 from lab.core.paths import check_output_path, read_input_file
@@ -413,6 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 if a row expected to hold oversold, lost an update, failed or "
         "disagreed with its engine's ledger",
     )
+    m.add_argument(
+        "--lang",
+        choices=["en", "zh"],
+        default=locale_lang(),
+        help="zh: the table, its caption and its pages in Chinese (default: from the locale)",
+    )
 
     steppable = _Choices(_steppable_names)
 
@@ -679,7 +686,16 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         return EXIT_STATUS[last_signal()]
     if result.stalled:
         return 1
-    return 1 if args.check and _failed_check(result) else 0
+    if args.check and _failed_check(result):
+        # One line on stderr, for CI logs: which variant, and the verdict in words.
+        _, _n = translator(args.lang)
+        said = render.verdict(result, args.lang).plain
+        line = _("--check: {variant} did not hold: {verdict}").format(
+            variant=variant.name, verdict=said
+        )
+        print(f"lab: {_one_line(line)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_compare(
@@ -728,6 +744,10 @@ def _cmd_compare(
             )
         return EXIT_STATUS[last_signal()]
     if args.check and any(s.betrayed for s in stats):
+        _, _n = translator(args.lang)
+        names = ", ".join(s.label for s in stats if s.betrayed)
+        line = _("--check: expected to hold but did not: {variants}").format(variants=names)
+        print(f"lab: {_one_line(line)}", file=sys.stderr)
         return 1
     return 0
 
@@ -763,15 +783,19 @@ def _cmd_matrix(args: argparse.Namespace, console: Console) -> int:
         lockstep=settings.lockstep,
         repeat=settings.repeat,
         seed=seed,
+        lang=args.lang,
     )
+    lang = args.lang
     if args.markdown:
-        _write(args.markdown, matrix_view.matrix_markdown(rows, caption=caption), "--markdown")
+        page = matrix_view.matrix_markdown(rows, caption=caption, lang=lang)
+        _write(args.markdown, page, "--markdown")
     if args.html:
-        _write(args.html, matrix_view.matrix_html(rows, caption=caption), "--html")
-    console.print(matrix_view.matrix_table(rows, caption=caption))
+        _write(args.html, matrix_view.matrix_html(rows, caption=caption, lang=lang), "--html")
+    console.print(matrix_view.matrix_table(rows, caption=caption, lang=lang))
     failing = check(rows)
     if args.check and failing:
-        console.print(Text(matrix_view.check_line(failing), style="bold red"), soft_wrap=True)
+        line = matrix_view.check_line(failing, lang)
+        console.print(Text(line, style="bold red"), soft_wrap=True)
         return 1
     return 0
 
