@@ -18,6 +18,7 @@ import pytest
 from lab.buyer import Buyer
 from lab.core.errors import UsageError
 from lab.core.model import Latency, Result, Scenario
+from lab.harness.explore import ScheduleError, explore, replay
 from lab.harness.runner import run
 from lab.variants import greenlets, process_pool
 from lab.variants.coroutines import ProcessLoop
@@ -59,7 +60,9 @@ def test_names_and_flags() -> None:
         "threads-locked",
     ]
     for v in ONE_PROCESS:
-        assert v.many_buyers_per_process and not v.explorable and not v.crash_safe
+        assert v.many_buyers_per_process and not v.crash_safe
+        # A single-threaded event loop is a deterministic scheduler: explore drives it.
+        assert v.explorable == v.name.startswith(("asyncio-", "gevent-", "threads-"))
         assert v.summary and v.why and v.locks == ()
 
 
@@ -196,3 +199,47 @@ def test_process_pool_needs_fork(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"--start-method: processpool-naive .* needs fork"):
         run(BY_NAME["processpool-naive"], scenario, data=tmp_path / "d.json", start_method="spawn")
     assert not (tmp_path / "d.json").exists()  # refused before anything was created
+
+
+SCHEDULED = ["asyncio", "gevent", "threads"]
+
+
+@pytest.mark.parametrize("kind", SCHEDULED)
+def test_explore_finds_the_shortest_oversell(kind: str) -> None:
+    """Every interleaving of two buyers; the race is at the switch between read and write."""
+    found = explore(BY_NAME[f"{kind}-naive"], buyers=2, tickets=1)
+    assert found.complete and found.mode == "exhaustive"
+    shortest = min((o for o in found.outcomes if o.oversold), key=lambda o: len(o.steps))
+    assert shortest.steps == ("b0.read(1)", "b1.read(1)", "b0.write(0)", "b1.write(0)")
+    # Run one after the other, the same tasks sell the ticket once.
+    assert any(o.oversold == 0 and not o.hang for o in found.outcomes)
+
+
+@pytest.mark.parametrize("kind", SCHEDULED)
+def test_explore_proves_the_lock_over_every_interleaving(kind: str) -> None:
+    found = explore(BY_NAME[f"{kind}-locked"], buyers=3, tickets=1)
+    assert found.complete and len(found.outcomes) > 100
+    assert all(o.oversold == 0 and o.lost_updates == 0 and not o.hang for o in found.outcomes)
+
+
+@pytest.mark.usefixtures("no_asyncio_lock", "no_thread_lock")
+@pytest.mark.parametrize("kind", SCHEDULED)
+def test_explore_catches_the_locked_variant_without_its_lock(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gevent-locked's greenlet body, the semaphore taken away (as no_gevent_semaphore does).
+    monkeypatch.setattr(
+        greenlets.GeventLocked, "grab", staticmethod(greenlets.grab_naive), raising=True
+    )
+    found = explore(BY_NAME[f"{kind}-locked"], buyers=2, tickets=1)
+    assert any(o.oversold for o in found.outcomes)
+
+
+@pytest.mark.parametrize("kind", SCHEDULED)
+def test_replay_runs_one_schedule_exactly(kind: str) -> None:
+    schedule = "b1.read(1) b0.read(1) b1.write(0) b0.write(0)"
+    result, done = replay(BY_NAME[f"{kind}-naive"], 2, 1, schedule)
+    assert done == schedule.split()
+    assert result.oversold == 1 and result.lost_updates == 1
+    with pytest.raises(ScheduleError):
+        replay(BY_NAME[f"{kind}-naive"], 2, 1, "b0.write(0)")

@@ -30,6 +30,7 @@ given schedule exactly.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import multiprocessing
@@ -41,7 +42,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -54,14 +55,19 @@ from lab.core.model import BuyerEvent, Latency, Result, Scenario
 from lab.harness.result import build_result
 from lab.harness.runner import default_start_method
 from lab.stores.jsonfile import Store
+from lab.variants.coroutines import CoroutineVariant, LoopKit, ProcessLoop
+from lab.variants.greenlets import GeventKit, GreenletVariant, Hub
 from lab.variants.protocol import RunEnv, Variant
 
 __all__ = [
     "Exploration",
     "Gated",
+    "GatedGreenlets",
+    "GatedTasks",
     "ScheduleError",
     "StepHang",
     "explore",
+    "gated",
     "parse_schedule",
     "replay",
     "scratch_dir",
@@ -131,8 +137,99 @@ def _label(messages: Sequence[tuple[str, int, float, int | None, str]], gate: st
     return "+".join(sorted(parts, key=lambda p: order.index(p.split("(")[0])))
 
 
+class _Schedule:
+    """What :class:`Gated` (threads) and :class:`GatedTasks` (coroutines) share: the
+    buyers' positions, who may move, how a step is named, and the tally."""
+
+    variant: Variant
+    buyers: int
+    tickets: int
+    store: Store
+    scenario: Scenario
+    steps: list[str]
+    sequential: bool
+    #: where each buyer is paused: "start", a gate name, None while running, "end"
+    at: list[str | None]
+    holder: int | None
+    _recorder: _Recorder
+    _t0: float
+
+    def enabled(self) -> list[int]:
+        """Buyers that can take a step now (not finished, not waiting for a held lock)."""
+        alive = [i for i in range(self.buyers) if self.at[i] != "end"]
+        if self.sequential:
+            return alive[:1]
+        return [
+            i for i in alive if not (self.at[i] == "want-lock" and self.holder not in (None, i))
+        ]
+
+    def blocked_reason(self, i: int) -> str | None:
+        """Why buyer ``i`` cannot move now, or None if it can."""
+        if not 0 <= i < self.buyers:
+            return f"there is no buyer {i} (buyers are 0..{self.buyers - 1})"
+        if self.at[i] == "end":
+            return f"buyer {i} has already finished"
+        if i not in self.enabled():
+            if self.sequential:
+                return f"buyer {i} has not started: buyers run one at a time"
+            return f"buyer {i} is blocked: buyer {self.holder} holds the lock"
+        return None
+
+    def _named(self, i: int, mark: int, gate_before: str | None) -> str:
+        """Name buyer ``i``'s step by the reports it made since ``mark``; track the lock."""
+        new = self._recorder.messages[mark:]
+        for kind, *_ in new:
+            if kind == "acquired":
+                self.holder = i
+            elif kind == "released":
+                self.holder = None
+        label = f"b{i}.{_label(new, self.at[i] if gate_before != 'want-lock' else 'acquired')}"
+        self.steps.append(label)
+        return label
+
+    @property
+    def finished(self) -> bool:
+        return all(a == "end" for a in self.at)
+
+    def view(self, i: int) -> str:
+        """What buyer ``i`` knows: the counts it has read, and where it is."""
+        seen = [m for m in self._recorder.messages if m[1] == i and m[0] in ("search", "read")]
+        last = f"read ticket_num={seen[-1][3]}" if seen else "has read nothing yet"
+        where = {
+            "start": "not started",
+            "end": "done",
+            "want-lock": "waiting to take the lock",
+            "acquired": "holding the lock",
+            "read": "about to decide and write",
+        }.get(self.at[i] or "", self.at[i] or "running")
+        return f"buyer {i}: {last}; {where}"
+
+    # -- the tally -----------------------------------------------------------------
+
+    def events(self) -> list[BuyerEvent]:
+        t0 = self._recorder.messages[0][2] if self._recorder.messages else self._t0
+        return [to_event(k, b, t - t0, c, d) for k, b, t, c, d in self._recorder.messages]
+
+    def result(self, hang: str | None = None) -> Result:
+        events = self.events()
+        return build_result(
+            self.variant,
+            self.scenario,
+            buyers=self.buyers,
+            tickets=self.tickets,
+            events=events,
+            final=self.store.snapshot(),
+            elapsed_s=max((e.t for e in events), default=0.0),
+            seed=0,
+            start_method="threads (lab explore)",
+            lock=self.scenario.lock if self.variant.locks else None,
+            stalled=hang,
+            schedule_driven=True,
+        )
+
+
 @dataclass
-class Gated:
+class Gated(_Schedule):
     """One run of a variant's buyers, each on a thread, advanced one step at a time.
 
     Use as a context manager; :meth:`step` moves one buyer to its next step
@@ -233,27 +330,6 @@ class Gated:
 
     # -- scheduling --------------------------------------------------------------
 
-    def enabled(self) -> list[int]:
-        """Buyers that can take a step now (not finished, not waiting for a held lock)."""
-        alive = [i for i in range(self.buyers) if self.at[i] != "end"]
-        if self.sequential:
-            return alive[:1]
-        return [
-            i for i in alive if not (self.at[i] == "want-lock" and self.holder not in (None, i))
-        ]
-
-    def blocked_reason(self, i: int) -> str | None:
-        """Why buyer ``i`` cannot move now, or None if it can."""
-        if not 0 <= i < self.buyers:
-            return f"there is no buyer {i} (buyers are 0..{self.buyers - 1})"
-        if self.at[i] == "end":
-            return f"buyer {i} has already finished"
-        if i not in self.enabled():
-            if self.sequential:
-                return f"buyer {i} has not started: buyers run one at a time"
-            return f"buyer {i} is blocked: buyer {self.holder} holds the lock"
-        return None
-
     def step(self, i: int) -> str:
         """Let buyer ``i`` run to its next step point; return the step as ``b{i}.label``."""
         mark = len(self._recorder.messages)
@@ -264,55 +340,197 @@ class Gated:
         with self._cond:
             if not self._cond.wait_for(lambda: self.at[i] is not None, STEP_TIMEOUT_S):
                 raise StepHang(f"buyer {i} did not reach its next step within {STEP_TIMEOUT_S:g} s")
-        new = self._recorder.messages[mark:]
-        for kind, *_ in new:
-            if kind == "acquired":
-                self.holder = i
-            elif kind == "released":
-                self.holder = None
-        label = f"b{i}.{_label(new, self.at[i] if gate_before != 'want-lock' else 'acquired')}"
-        self.steps.append(label)
-        return label
+        return self._named(i, mark, gate_before)
 
-    @property
-    def finished(self) -> bool:
-        return all(a == "end" for a in self.at)
 
-    def view(self, i: int) -> str:
-        """What buyer ``i`` knows: the counts it has read, and where it is."""
-        seen = [m for m in self._recorder.messages if m[1] == i and m[0] in ("search", "read")]
-        last = f"read ticket_num={seen[-1][3]}" if seen else "has read nothing yet"
-        where = {
-            "start": "not started",
-            "end": "done",
-            "want-lock": "waiting to take the lock",
-            "acquired": "holding the lock",
-            "read": "about to decide and write",
-        }.get(self.at[i] or "", self.at[i] or "running")
-        return f"buyer {i}: {last}; {where}"
+class GatedTasks(_Schedule):
+    """The same as :class:`Gated`, for coroutine buyers (``asyncio-*``): no threads at all.
 
-    # -- the tally -----------------------------------------------------------------
+    Every buyer is a task on an event loop of the explorer's own, and every
+    switch point in the variant's code (:meth:`ProcessLoop.gate`) awaits the
+    explorer's permission. :meth:`step` lets one task go and runs the loop
+    until that task reaches its next switch point or ends; every other task
+    is parked, so nothing else can run: a single-threaded loop makes the
+    schedule the only thing that decides.
+    """
 
-    def events(self) -> list[BuyerEvent]:
-        t0 = self._recorder.messages[0][2] if self._recorder.messages else self._t0
-        return [to_event(k, b, t - t0, c, d) for k, b, t, c, d in self._recorder.messages]
-
-    def result(self, hang: str | None = None) -> Result:
-        events = self.events()
-        return build_result(
-            self.variant,
-            self.scenario,
-            buyers=self.buyers,
-            tickets=self.tickets,
-            events=events,
-            final=self.store.snapshot(),
-            elapsed_s=max((e.t for e in events), default=0.0),
-            seed=0,
-            start_method="threads (lab explore)",
-            lock=self.scenario.lock if self.variant.locks else None,
-            stalled=hang,
-            schedule_driven=True,
+    def __init__(self, variant: Variant, buyers: int, tickets: int, workdir: Path) -> None:
+        assert isinstance(variant, CoroutineVariant)
+        self.variant = variant
+        self._grab = type(variant).grab
+        self.buyers = buyers
+        self.tickets = tickets
+        self.store = Store(workdir / "data.json")
+        self.store.reset(tickets)
+        self.scenario = Scenario(
+            name="explore", buyers=buyers, tickets=tickets, latency=Latency(0, 0), seed=0
         )
+        self.steps: list[str] = []
+        self.sequential = False
+        self._recorder = _Recorder()
+        self.at: list[str | None] = ["start"] * buyers
+        self.holder: int | None = None
+        self._t0 = time.monotonic()
+        self._loop = asyncio.new_event_loop()
+        self._go: list[asyncio.Event] = []
+        self._parked: list[asyncio.Event] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def __enter__(self) -> GatedTasks:
+        kit = LoopKit(timeout=STEP_TIMEOUT_S, lockstep=False, lockstep_timeout=0.0)
+        grab = self._grab
+
+        async def start() -> None:
+            here = ProcessLoop(self.buyers)
+            here.gated = self._gate
+            self._go = [asyncio.Event() for _ in range(self.buyers)]
+            self._parked = [asyncio.Event() for _ in range(self.buyers)]
+            for i in range(self.buyers):
+                me = Buyer(BuyerSpec(i, f"buyer {i}", 0.0, self.buyers), self.store, self._recorder)  # type: ignore[arg-type]
+                me.on_step = lambda name: None  # flush at every step (the labels need it)
+                self._tasks.append(asyncio.create_task(self._body(i, me, grab, kit, here)))
+            await asyncio.gather(*(p.wait() for p in self._parked))  # all at "start"
+
+        self._loop.run_until_complete(start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with signals_deferred():
+            for task in self._tasks:
+                task.cancel()
+            if self._tasks:
+                self._loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
+            self._loop.close()
+
+    async def _gate(self, i: int, name: str) -> None:
+        self.at[i] = name
+        self._parked[i].set()
+        await self._go[i].wait()
+        self._go[i].clear()
+
+    async def _body(
+        self, i: int, me: Buyer, grab: Callable[..., Awaitable[None]], kit: Any, here: Any
+    ) -> None:
+        await self._gate(i, "start")
+        try:
+            await grab(me, kit, here)
+        except Exception as exc:  # the buyer's error, as in lab run
+            me.failed(exc)
+        finally:
+            me.flush()
+            self.at[i] = "end"
+            self._parked[i].set()
+
+    # -- scheduling: as Gated ------------------------------------------------------
+
+    def step(self, i: int) -> str:
+        """Let task ``i`` run to its next switch point; return the step as ``b{i}.label``."""
+        mark = len(self._recorder.messages)
+        gate_before = self.at[i]
+        self.at[i] = None
+        self._parked[i].clear()
+        self._go[i].set()
+        try:
+            self._loop.run_until_complete(asyncio.wait_for(self._parked[i].wait(), STEP_TIMEOUT_S))
+        except TimeoutError:
+            raise StepHang(
+                f"buyer {i} did not reach its next step within {STEP_TIMEOUT_S:g} s"
+            ) from None
+        return self._named(i, mark, gate_before)
+
+
+class GatedGreenlets(_Schedule):
+    """The same as :class:`GatedTasks`, for greenlets (``gevent-*``), on a hub of our own.
+
+    Nothing is monkey-patched: in a run ``patch_all`` makes the sleep yield,
+    here the gates (:meth:`Hub.gate`) do the switching, at the same points.
+    :meth:`step` wakes one greenlet and waits (in the main greenlet, which
+    lets the hub run) until it parks again or ends; every other one is parked.
+    """
+
+    def __init__(self, variant: Variant, buyers: int, tickets: int, workdir: Path) -> None:
+        assert isinstance(variant, GreenletVariant)
+        self.variant = variant
+        self._grab = type(variant).grab
+        self.buyers = buyers
+        self.tickets = tickets
+        self.scenario = Scenario(
+            name="explore", buyers=buyers, tickets=tickets, latency=Latency(0, 0), seed=0
+        )
+        variant.check(self.scenario)  # without gevent: one line, before anything
+        self.store = Store(workdir / "data.json")
+        self.store.reset(tickets)
+        self.steps: list[str] = []
+        self.sequential = False
+        self._recorder = _Recorder()
+        self.at: list[str | None] = ["start"] * buyers
+        self.holder: int | None = None
+        self._t0 = time.monotonic()
+        self._greenlets: list[Any] = []
+
+    def __enter__(self) -> GatedGreenlets:
+        import gevent  # noqa: PLC0415 - only when a gevent variant is explored
+        import gevent.event  # noqa: PLC0415
+
+        kit = GeventKit(timeout=STEP_TIMEOUT_S, lockstep=False, lockstep_timeout=0.0)
+        hub = Hub(self.buyers)
+        hub.gated = self._gate
+        self._go = [gevent.event.Event() for _ in range(self.buyers)]
+        self._parked = [gevent.event.Event() for _ in range(self.buyers)]
+        for i in range(self.buyers):
+            spec = BuyerSpec(i, f"buyer {i}", 0.0, self.buyers)
+            me = Buyer(spec, self.store, self._recorder)  # type: ignore[arg-type]
+            me.on_step = lambda name: None  # flush at every step (the labels need it)
+            self._greenlets.append(gevent.spawn(self._body, i, me, kit, hub))
+        for parked in self._parked:
+            parked.wait(STEP_TIMEOUT_S)  # every greenlet at "start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import gevent  # noqa: PLC0415
+
+        with signals_deferred():
+            gevent.killall(self._greenlets, timeout=STEP_TIMEOUT_S)
+
+    def _gate(self, i: int, name: str) -> None:
+        self.at[i] = name
+        self._parked[i].set()
+        self._go[i].wait(STEP_TIMEOUT_S)
+        self._go[i].clear()
+
+    def _body(self, i: int, me: Buyer, kit: Any, hub: Any) -> None:
+        self._gate(i, "start")
+        try:
+            self._grab(me, kit, hub)
+        except Exception as exc:  # the buyer's error, as in lab run
+            me.failed(exc)
+        finally:
+            me.flush()
+            self.at[i] = "end"
+            self._parked[i].set()
+
+    def step(self, i: int) -> str:
+        """Let greenlet ``i`` run to its next switch point; return the step as ``b{i}.label``."""
+        mark = len(self._recorder.messages)
+        gate_before = self.at[i]
+        self.at[i] = None
+        self._parked[i].clear()
+        self._go[i].set()
+        if not self._parked[i].wait(STEP_TIMEOUT_S):
+            raise StepHang(f"buyer {i} did not reach its next step within {STEP_TIMEOUT_S:g} s")
+        return self._named(i, mark, gate_before)
+
+
+def gated(
+    variant: Variant, buyers: int, tickets: int, workdir: Path
+) -> Gated | GatedTasks | GatedGreenlets:
+    """One step-by-step run of ``variant``: threads for most variants, tasks for
+    coroutines, greenlets for gevent."""
+    if isinstance(variant, CoroutineVariant):
+        return GatedTasks(variant, buyers, tickets, workdir)
+    if isinstance(variant, GreenletVariant):
+        return GatedGreenlets(variant, buyers, tickets, workdir)
+    return Gated(variant, buyers, tickets, workdir)
 
 
 @contextlib.contextmanager
@@ -378,7 +596,7 @@ def _execute(
     choices: list[int] = []
     options: list[list[int]] = []
     hang = None
-    with Gated(variant, buyers, tickets, workdir) as run:
+    with gated(variant, buyers, tickets, workdir) as run:
         try:
             while not run.finished:
                 enabled = run.enabled()
@@ -513,7 +731,7 @@ def replay(variant: Variant, buyers: int, tickets: int, schedule: str) -> tuple[
             or the buyer's next step is not the one the schedule names.
     """
     wanted = parse_schedule(schedule)
-    with scratch_dir() as workdir, Gated(variant, buyers, tickets, workdir) as run:
+    with scratch_dir() as workdir, gated(variant, buyers, tickets, workdir) as run:
         for n, (buyer, what, count) in enumerate(wanted, start=1):
             token = f"b{buyer}.{what}" + (f"({count})" if count is not None else "")
             reason = run.blocked_reason(buyer)

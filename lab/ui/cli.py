@@ -821,7 +821,7 @@ def _cmd_explore(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
     else:
-        console.print(render.exploration(result))
+        console.print(render.exploration(result), crop=False)  # the replay line, whole
     return 0
 
 

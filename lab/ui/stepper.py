@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from lab.core.model import Result
-from lab.harness.explore import Gated, StepHang, scratch_dir
+from lab.harness.explore import Gated, GatedGreenlets, GatedTasks, StepHang, gated, scratch_dir
 from lab.ui.render import render_result
 from lab.ui.timeline import TimelineView
 from lab.variants.protocol import Variant
@@ -27,7 +27,7 @@ __all__ = ["step_session"]
 HELP = "type a buyer number to move it one step, 'a' to let the lab finish in order, 'q' to quit"
 
 
-def _show(run: Gated, console: Console) -> None:
+def _show(run: Gated | GatedTasks | GatedGreenlets, console: Console) -> None:
     text = run.store.read_text().strip() or "(empty)"
     console.print(Text(f"data.json: {text}", style="bold"))
     for i in range(run.buyers):
@@ -43,7 +43,7 @@ def step_session(
     console: Console,
 ) -> Result | None:
     """Run one interactive session; return the final Result, or None if the user quit."""
-    with scratch_dir() as workdir, Gated(variant, buyers, tickets, workdir) as run:
+    with scratch_dir() as workdir, gated(variant, buyers, tickets, workdir) as run:
         console.print(
             Text(
                 f"lab step {variant.name}: {buyers} buyer{'s' * (buyers != 1)}, "

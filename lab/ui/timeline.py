@@ -46,6 +46,19 @@ class Overwrite:
         ).format(later=self.later, earlier=self.earlier, count=self.count, wrote=self.count - 1)
 
 
+def _pack(items: list[str], sep: str, width: int) -> list[str]:
+    """Greedy lines of ``items`` joined by ``sep``, each at most ``width`` cells if it can be."""
+    lines: list[str] = []
+    for item in items:
+        if lines and cell_len(lines[-1] + sep + item) <= width:
+            lines[-1] += sep + item
+        else:
+            if lines:
+                lines[-1] += sep.rstrip()
+            lines.append(item)
+    return lines
+
+
 def overwrites(result: Result) -> list[Overwrite]:
     """Every lost update in write order, from the same conflicts the tally counts."""
     pairs = []
@@ -145,8 +158,9 @@ class TimelineView:
             "s search, r read, ═ lock held, · waiting on a stale count, W write, ✓ bought, "
             "✗ sold out, ! error, † killed"
         )
-        # Wrap between items, never inside one ("✓ bought" stays whole).
-        yield Text(legend.replace(" ", "\u00a0").replace(",\u00a0", ", "), style="dim")
+        # Wrap between items, never inside one ("✗ sold out" stays whole).
+        for line in _pack(legend.split(", "), ", ", width):
+            yield Text(line, style="dim")
         lines, hidden = self.lanes(width)
         yield from lines
         if hidden:

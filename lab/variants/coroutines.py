@@ -51,7 +51,14 @@ every buyer goes on, as the runner's own lockstep barrier does. With the
 lock, the holder waits there alone until then, as with ``locked``.
 
 ``--crash`` is refused: a task cannot be SIGKILLed alone, and killing the
-process would kill every buyer. ``lab explore`` cannot pause these buyers.
+process would kill every buyer.
+
+``lab explore`` and ``lab replay`` drive these buyers too: the explorer runs
+the same coroutines on an event loop of its own and, at every switch point
+(:meth:`ProcessLoop.gate`: the await between read and write, and around
+the lock), decides which task goes next. One thread, no preemption: the
+schedule alone decides, so every interleaving, and the shortest one that
+oversells, is found exactly.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ __all__ = [
     "COROUTINE_VARIANTS",
     "AsyncioLocked",
     "AsyncioNaive",
+    "CoroutineVariant",
     "LoopKit",
     "ProcessLoop",
     "buy",
@@ -107,17 +115,27 @@ class ProcessLoop:
         self.lock = asyncio.Lock()
         #: ``--lockstep``: every buyer of the process meets here between read and write
         self.barrier = asyncio.Barrier(parties)
+        #: ``lab explore``: awaited at every switch point, so the explorer decides who
+        #: goes next (None in a run: the loop decides, and a gate costs nothing)
+        self.gated: Callable[[int, str], Awaitable[None]] | None = None
+
+    async def gate(self, me: Buyer, name: str) -> None:
+        """A point where the loop may switch buyers: ``lab explore`` pauses ``me`` here."""
+        if self.gated is not None:
+            await self.gated(me.index, name)
 
     @asynccontextmanager
     async def mutex(self, me: Buyer, timeout: float) -> AsyncIterator[None]:
         """``async with lock``: bounded, and reported like every variant's lock."""
         me.wants_lock()
+        await self.gate(me, "want-lock")
         try:
             await asyncio.wait_for(self.lock.acquire(), timeout)
         except TimeoutError:
             raise TimeoutError(f"asyncio.Lock not acquired within {timeout:g} s") from None
         try:
             me.acquired()
+            await self.gate(me, "acquired")
             yield
         finally:
             self.lock.release()
@@ -142,6 +160,7 @@ class ProcessLoop:
 
 async def network_latency(me: Buyer, kit: LoopKit, here: ProcessLoop) -> None:
     """模拟网络延迟, the coroutine way: the one ``await`` between read and write."""
+    await here.gate(me, "read")  # the switch point: lab explore lets another buyer go here
     if kit.lockstep or me.latency_s > 0:
         me.flush()  # report the read before waiting, as Buyer.network_latency does
     if kit.lockstep:
@@ -222,17 +241,20 @@ def _unused(me: Buyer, kit: LoopKit) -> None:
 # -- the variants -----------------------------------------------------------------------
 
 
-class _OneLoop(VariantBase):
+class CoroutineVariant(VariantBase):
     """Shared by both variants: all buyers are tasks on one loop in one process."""
 
     name: str
     locks: tuple[str, ...] = ()
-    #: the explorer pauses buyers at steps a coroutine reaches on the loop's thread
-    explorable = False
+    #: ``lab explore`` runs the coroutines on a loop of its own, one step at a time:
+    #: a single-threaded loop is a deterministic scheduler (lab.harness.explore)
+    explorable = True
     #: ``--crash`` is refused: a task cannot be SIGKILLed alone
     crash_safe = False
     many_buyers_per_process = True
     host: Callable[[list[tuple[Buyer, Any]]], None]
+    #: the buyer's coroutine, for the explorer (the host runs it in a run)
+    grab: Grab
 
     def check(self, scenario: Scenario) -> None:
         if scenario.crash > 0:
@@ -253,7 +275,7 @@ class _OneLoop(VariantBase):
         yield Stage(program=_unused, kit=kit, buyers_per_process=n, host=type(self).host)
 
 
-class AsyncioNaive(_OneLoop):
+class AsyncioNaive(CoroutineVariant):
     name = "asyncio-naive"
     fixed_by: str | None = "asyncio-locked"
     fix = N_("an asyncio.Lock held across the await between the read and the write")
@@ -262,17 +284,19 @@ class AsyncioNaive(_OneLoop):
     )
     safe = False
     host = staticmethod(host_naive)
+    grab = staticmethod(grab_naive)
     why = (
         "a coroutine switches only at await, and the sleep between read and write is one: "
         "every task reads the count before any writes, so they all sell the same ticket"
     )
 
 
-class AsyncioLocked(_OneLoop):
+class AsyncioLocked(CoroutineVariant):
     name = "asyncio-locked"
     summary = "asyncio tasks on one event loop, an asyncio.Lock held across read, await and write"
     safe = True
     host = staticmethod(host_locked)
+    grab = staticmethod(grab_locked)
     why = (
         "the asyncio.Lock is held across the await, so a task that switches out mid-purchase "
         "keeps every other task waiting at async with until its write has landed"

@@ -47,7 +47,9 @@ and its sleep, bounded like every lockstep wait; with the lock, the holder
 waits there alone until the bound passes, as with ``locked``.
 
 ``--crash`` is refused: a greenlet cannot be SIGKILLed alone, and killing
-the process would kill every buyer. ``lab explore`` cannot pause these buyers.
+the process would kill every buyer. ``lab explore`` and ``lab replay`` run
+the same greenlets on a hub of their own (unpatched: the gates, not the
+sleep, switch), pausing each at every switch point (:meth:`Hub.gate`).
 gevent is an extra (``pip install 'ticket-race-lab[gevent]'``); without it
 these variants refuse to run, in one line.
 """
@@ -75,6 +77,8 @@ __all__ = [
     "GeventKit",
     "GeventLocked",
     "GeventNaive",
+    "GreenletVariant",
+    "Hub",
     "host_locked",
     "host_naive",
 ]
@@ -95,7 +99,7 @@ class GeventKit:
     lockstep_timeout: float
 
 
-class _Hub:
+class Hub:
     """What the greenlets of one run share: the fix's semaphore and the lockstep rendezvous."""
 
     def __init__(self, parties: int) -> None:
@@ -107,6 +111,14 @@ class _Hub:
         self.parties = parties
         self.arrived = 0
         self.everyone_read = gevent.event.Event()
+        #: ``lab explore``: called at every switch point, so the explorer decides who
+        #: goes next (None in a run: the hub decides, and a gate costs nothing)
+        self.gated: Callable[[int, str], None] | None = None
+
+    def gate(self, me: Buyer, name: str) -> None:
+        """A point where the hub may switch greenlets: ``lab explore`` pauses ``me`` here."""
+        if self.gated is not None:
+            self.gated(me.index, name)
 
     def rendezvous(self, timeout: float) -> None:
         """Wait until every buyer has read, for at most ``timeout`` (then go on anyway)."""
@@ -117,11 +129,12 @@ class _Hub:
             self.everyone_read.set()  # the bound passed: release every later arrival too
 
 
-def buy(me: Buyer, kit: GeventKit, hub: _Hub) -> None:
+def buy(me: Buyer, kit: GeventKit, hub: Hub) -> None:
     """买票: read, sleep (patched: it yields), then decrement what was read."""
     count = me.store.read()  # 再次确认票
     me.read(count)
     me.flush()  # report the read before the sleep, as Buyer.network_latency does
+    hub.gate(me, "read")  # the switch point: lab explore lets another buyer go here
     if kit.lockstep:
         hub.rendezvous(kit.lockstep_timeout)
     time.sleep(me.latency_s)  # 模拟网络延迟: gevent.sleep after patch_all; every greenlet runs
@@ -133,27 +146,29 @@ def buy(me: Buyer, kit: GeventKit, hub: _Hub) -> None:
         me.sold_out(count)
 
 
-def grab_naive(me: Buyer, kit: GeventKit, hub: _Hub) -> None:
+def grab_naive(me: Buyer, kit: GeventKit, hub: Hub) -> None:
     """The notes' ``run(name)``, as a greenlet."""
     search(me)
     buy(me, kit, hub)
 
 
-def grab_locked(me: Buyer, kit: GeventKit, hub: _Hub) -> None:
+def grab_locked(me: Buyer, kit: GeventKit, hub: Hub) -> None:
     """The notes' ``run(name)`` with a ``gevent.lock.Semaphore`` held across read, sleep, write."""
     search(me)
     me.wants_lock()
+    hub.gate(me, "want-lock")
     if not hub.mutex.acquire(timeout=kit.timeout):
         raise TimeoutError(f"gevent.lock.Semaphore not acquired within {kit.timeout:g} s")
     try:
         me.acquired()
+        hub.gate(me, "acquired")
         buy(me, kit, hub)
     finally:
         hub.mutex.release()
         me.released()
 
 
-Grab = Callable[[Buyer, GeventKit, _Hub], None]
+Grab = Callable[[Buyer, GeventKit, Hub], None]
 
 
 def _patch_all() -> None:
@@ -176,7 +191,7 @@ def _host(seated: list[tuple[Buyer, Any]], grab: Grab) -> None:
     import gevent  # noqa: PLC0415
 
     kit: GeventKit = seated[0][1]
-    hub = _Hub(parties=len(seated))
+    hub = Hub(parties=len(seated))
 
     def one(me: Buyer) -> None:
         try:
@@ -215,15 +230,18 @@ def _unused(me: Buyer, kit: GeventKit) -> None:
 # -- the variants -----------------------------------------------------------------------
 
 
-class _OneHub(VariantBase):
+class GreenletVariant(VariantBase):
     """Shared by both variants: all buyers are greenlets in one process."""
 
     name: str
     locks: tuple[str, ...] = ()
-    explorable = False
+    #: ``lab explore`` runs the greenlets on a hub of its own, one step at a time
+    explorable = True
     crash_safe = False
     many_buyers_per_process = True
     host: Callable[[list[tuple[Buyer, Any]]], None]
+    #: the buyer's greenlet body, for the explorer (the host spawns it in a run)
+    grab: Grab
 
     def check(self, scenario: Scenario) -> None:
         if importlib.util.find_spec("gevent") is None:
@@ -247,24 +265,26 @@ class _OneHub(VariantBase):
         yield Stage(program=_unused, kit=kit, buyers_per_process=n, host=type(self).host)
 
 
-class GeventNaive(_OneHub):
+class GeventNaive(GreenletVariant):
     name = "gevent-naive"
     fixed_by: str | None = "gevent-locked"
     fix = N_("a gevent.lock.Semaphore held across the patched sleep between the read and the write")
     summary = "every buyer a greenlet after monkey.patch_all(), spawn and joinall as in the notes"
     safe = False
     host = staticmethod(host_naive)
+    grab = staticmethod(grab_naive)
     why = (
         "patch_all makes time.sleep yield to the hub, and the sleep sits between read and "
         "write: every greenlet reads the count before any writes, so all sell the same ticket"
     )
 
 
-class GeventLocked(_OneHub):
+class GeventLocked(GreenletVariant):
     name = "gevent-locked"
     summary = "greenlets after monkey.patch_all(); a gevent Semaphore across read, sleep, write"
     safe = True
     host = staticmethod(host_locked)
+    grab = staticmethod(grab_locked)
     why = (
         "the semaphore is held across the sleep, so a greenlet that yields mid-purchase keeps "
         "every other greenlet waiting at acquire until its write has landed"

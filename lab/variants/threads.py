@@ -45,7 +45,9 @@ as a whole, so it does not help at all.
 
 ``--crash`` is refused: it kills a buyer with SIGKILL, and a thread cannot be
 killed alone; killing the process would kill every buyer seated in it.
-``lab explore`` cannot pause these buyers (``explorable`` is False).
+``lab explore`` and ``lab replay`` step the ``threads-*`` buyers (the
+explorer runs each buyer on a thread of its own, as these variants do); the
+pool's buyers are run by the pool, which the explorer cannot gate.
 """
 
 from __future__ import annotations
@@ -217,6 +219,8 @@ class _OneProcessOfThreads(VariantBase):
 
 class ThreadsNaive(_OneProcessOfThreads):
     name = "threads-naive"
+    #: ``lab explore`` runs every buyer on a thread of its own anyway: it gates these too
+    explorable = True
     fixed_by: str | None = "threads-locked"
     fix = N_(
         "one threading.Lock shared by the threads, held around the read, the check and the write"
@@ -235,6 +239,7 @@ class ThreadsNaive(_OneProcessOfThreads):
 
 class ThreadsLocked(_OneProcessOfThreads):
     name = "threads-locked"
+    explorable = True
     summary = "threading.Thread buyers in one process, a threading.Lock around read-check-write"
     safe = True
     why = (
