@@ -137,6 +137,11 @@ def _label(messages: Sequence[tuple[str, int, float, int | None, str]], gate: st
     return "+".join(sorted(parts, key=lambda p: order.index(p.split("(")[0])))
 
 
+def _scenario(buyers: int, tickets: int) -> Scenario:
+    """What an explored run reports as its scenario: no latency, the schedule decides."""
+    return Scenario(name="explore", buyers=buyers, tickets=tickets, latency=Latency(0, 0), seed=0)
+
+
 class _Schedule:
     """What :class:`Gated` (threads) and :class:`GatedTasks` (coroutines) share: the
     buyers' positions, who may move, how a step is named, and the tally."""
@@ -153,6 +158,21 @@ class _Schedule:
     holder: int | None
     _recorder: _Recorder
     _t0: float
+
+    def _setup(self, variant: Variant, buyers: int, tickets: int, workdir: Path) -> None:
+        """A fresh data.json and every buyer at its start (Gated's dataclass does its own)."""
+        self.variant = variant
+        self.buyers = buyers
+        self.tickets = tickets
+        self.scenario = _scenario(buyers, tickets)
+        self.store = Store(workdir / "data.json")
+        self.store.reset(tickets)
+        self.steps = []
+        self.sequential = False
+        self._recorder = _Recorder()
+        self.at = ["start"] * buyers
+        self.holder = None
+        self._t0 = time.monotonic()
 
     def enabled(self) -> list[int]:
         """Buyers that can take a step now (not finished, not waiting for a held lock)."""
@@ -246,9 +266,7 @@ class Gated(_Schedule):
     def __post_init__(self) -> None:
         self.store = Store(self.workdir / "data.json")
         self.store.reset(self.tickets)
-        self.scenario = Scenario(
-            name="explore", buyers=self.buyers, tickets=self.tickets, latency=Latency(0, 0), seed=0
-        )
+        self.scenario = _scenario(self.buyers, self.tickets)
         self._recorder = _Recorder()
         self._cond = threading.Condition()
         self._go = [threading.Semaphore(0) for _ in range(self.buyers)]
@@ -356,21 +374,8 @@ class GatedTasks(_Schedule):
 
     def __init__(self, variant: Variant, buyers: int, tickets: int, workdir: Path) -> None:
         assert isinstance(variant, CoroutineVariant)
-        self.variant = variant
         self._grab = type(variant).grab
-        self.buyers = buyers
-        self.tickets = tickets
-        self.store = Store(workdir / "data.json")
-        self.store.reset(tickets)
-        self.scenario = Scenario(
-            name="explore", buyers=buyers, tickets=tickets, latency=Latency(0, 0), seed=0
-        )
-        self.steps: list[str] = []
-        self.sequential = False
-        self._recorder = _Recorder()
-        self.at: list[str | None] = ["start"] * buyers
-        self.holder: int | None = None
-        self._t0 = time.monotonic()
+        self._setup(variant, buyers, tickets, workdir)
         self._loop = asyncio.new_event_loop()
         self._go: list[asyncio.Event] = []
         self._parked: list[asyncio.Event] = []
@@ -450,22 +455,9 @@ class GatedGreenlets(_Schedule):
 
     def __init__(self, variant: Variant, buyers: int, tickets: int, workdir: Path) -> None:
         assert isinstance(variant, GreenletVariant)
-        self.variant = variant
+        variant.check(_scenario(buyers, tickets))  # without gevent: one line, before anything
         self._grab = type(variant).grab
-        self.buyers = buyers
-        self.tickets = tickets
-        self.scenario = Scenario(
-            name="explore", buyers=buyers, tickets=tickets, latency=Latency(0, 0), seed=0
-        )
-        variant.check(self.scenario)  # without gevent: one line, before anything
-        self.store = Store(workdir / "data.json")
-        self.store.reset(tickets)
-        self.steps: list[str] = []
-        self.sequential = False
-        self._recorder = _Recorder()
-        self.at: list[str | None] = ["start"] * buyers
-        self.holder: int | None = None
-        self._t0 = time.monotonic()
+        self._setup(variant, buyers, tickets, workdir)
         self._greenlets: list[Any] = []
 
     def __enter__(self) -> GatedGreenlets:

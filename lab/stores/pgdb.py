@@ -57,7 +57,7 @@ else:
 from lab.core.errors import DataFileBusy, StoreCorrupted, UsageError
 from lab.core.model import MAX_TICKETS
 from lab.stores._servers import start_postgres
-from lab.stores.protocol import Holding, Snapshot, StorePlace
+from lab.stores.protocol import Holding, Snapshot, StorePlace, ledger_snapshot
 
 __all__ = ["CLAIM_KEY", "ORDERS", "SALE_KEY", "SELLING_KEY", "TICKETS", "PgStore", "open_store"]
 
@@ -405,19 +405,13 @@ class PgStore:
                 with contextlib.suppress(psycopg.Error):
                     db.execute("ROLLBACK")
             self.close()
-        orders = tuple((int(b), int(t)) for run, b, t in rows if run == self.run)
-        elsewhere = tuple(int(t) for run, _, t in rows if run != self.run)
-        seeded = row[0] if row is not None and isinstance(row[0], int) else None
-        text = f"{TICKETS}.ticket_num = {count}; {ORDERS}: {len(rows)} rows"
-        if elsewhere:
-            text += f" ({len(elsewhere)} of them by other runs)"
-        return Snapshot(
+        return ledger_snapshot(
             remaining=count,
-            text=text,
+            text=f"{TICKETS}.ticket_num = {count}; {ORDERS}: {len(rows)} rows",
             where=self.where,
-            tickets=seeded,
-            orders=orders,
-            orders_elsewhere=elsewhere,
+            seeded=row[0] if row is not None and isinstance(row[0], int) else None,
+            ledger=rows,
+            run=self.run,
         )
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Holding", "SharedSale", "Snapshot", "StorePlace", "TicketStore"]
+__all__ = ["Holding", "SharedSale", "Snapshot", "StorePlace", "TicketStore", "ledger_snapshot"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,31 @@ class Snapshot:
     #: tickets the ledger records for other runs that sold from the same sale at
     #: the same time (``--join``, perhaps on other machines)
     orders_elsewhere: tuple[int, ...] = ()
+
+
+def ledger_snapshot(
+    *,
+    remaining: int,
+    text: str,
+    where: str,
+    seeded: int | None,
+    ledger: Sequence[tuple[str, int, int]],
+    run: str,
+) -> Snapshot:
+    """A shared-sale engine's snapshot: its ledger's ``(run, buyer, ticket)`` rows split
+    into this run's orders and the tickets other runs (``--join``) recorded."""
+    orders = tuple((int(b), int(t)) for r, b, t in ledger if r == run)
+    elsewhere = tuple(int(t) for r, _, t in ledger if r != run)
+    if elsewhere:
+        text += f" ({len(elsewhere)} of them by other runs)"
+    return Snapshot(
+        remaining=remaining,
+        text=text,
+        where=where,
+        tickets=seeded,
+        orders=orders,
+        orders_elsewhere=elsewhere,
+    )
 
 
 class Holding(Protocol):

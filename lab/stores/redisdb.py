@@ -40,7 +40,7 @@ from lab.core.errors import DataFileBusy, StoreCorrupted, UsageError
 from lab.core.lazy import lazy_import
 from lab.core.model import MAX_TICKETS
 from lab.stores._servers import start_redis
-from lab.stores.protocol import Holding, Snapshot, StorePlace
+from lab.stores.protocol import Holding, Snapshot, StorePlace, ledger_snapshot
 
 if TYPE_CHECKING:
     import redis
@@ -440,19 +440,14 @@ class RedisStore:
             return Snapshot(remaining=None, problem=f"cannot be read: {exc}", where=self.where)
         finally:
             self.close()
-        orders = tuple((buyer, ticket) for run, buyer, ticket in entries if run == self.run)
-        elsewhere = tuple(ticket for run, _, ticket in entries if run != self.run)
-        seeded = int(raw_seeded) if isinstance(raw_seeded, bytes) and raw_seeded.isdigit() else None
-        text = f"{COUNT} = {count}; {ORDERS}: {len(entries)} entries"
-        if elsewhere:
-            text += f" ({len(elsewhere)} of them by other runs)"
-        return Snapshot(
+        digits = isinstance(raw_seeded, bytes) and raw_seeded.isdigit()
+        return ledger_snapshot(
             remaining=count,
-            text=text,
+            text=f"{COUNT} = {count}; {ORDERS}: {len(entries)} entries",
             where=self.where,
-            tickets=seeded,
-            orders=orders,
-            orders_elsewhere=elsewhere,
+            seeded=int(raw_seeded) if digits else None,  # type: ignore[arg-type]
+            ledger=entries,
+            run=self.run,
         )
 
 

@@ -70,12 +70,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.buyer import Buyer
-from lab.core.errors import UsageError
 from lab.core.i18n import N_
-from lab.core.model import Scenario
 from lab.net.server import lockstep_wait_s
 from lab.variants.naive import search
-from lab.variants.protocol import RunEnv, Stage, Variant, VariantBase
+from lab.variants.protocol import OneProcessVariant, RunEnv, Stage, Variant
 
 __all__ = [
     "COROUTINE_VARIANTS",
@@ -233,35 +231,20 @@ def host_locked(seated: list[tuple[Buyer, Any]]) -> None:
     _host(seated, grab_locked)
 
 
-def _unused(me: Buyer, kit: LoopKit) -> None:
-    """Never called: the host runs the buyers (a Stage still names a per-seat program)."""
-    raise AssertionError("asyncio buyers run through Stage.host")
-
-
 # -- the variants -----------------------------------------------------------------------
 
 
-class CoroutineVariant(VariantBase):
+class CoroutineVariant(OneProcessVariant):
     """Shared by both variants: all buyers are tasks on one loop in one process."""
 
     name: str
-    locks: tuple[str, ...] = ()
+    runs_as = "asyncio tasks on one event loop in one process; a task cannot be killed alone"
     #: ``lab explore`` runs the coroutines on a loop of its own, one step at a time:
     #: a single-threaded loop is a deterministic scheduler (lab.harness.explore)
     explorable = True
-    #: ``--crash`` is refused: a task cannot be SIGKILLed alone
-    crash_safe = False
-    many_buyers_per_process = True
     host: Callable[[list[tuple[Buyer, Any]]], None]
     #: the buyer's coroutine, for the explorer (the host runs it in a run)
     grab: Grab
-
-    def check(self, scenario: Scenario) -> None:
-        if scenario.crash > 0:
-            raise UsageError(
-                f"--crash: {self.name} runs its buyers as asyncio tasks on one event loop in one "
-                "process; a task cannot be killed alone"
-            )
 
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
@@ -272,7 +255,7 @@ class CoroutineVariant(VariantBase):
             # The last buyer may arrive (n - 1) x arrival after the gun.
             lockstep_timeout=lockstep_wait_s(n) + n * env.scenario.arrival,
         )
-        yield Stage(program=_unused, kit=kit, buyers_per_process=n, host=type(self).host)
+        yield Stage.hosted(type(self).host, kit, buyers_per_process=n)
 
 
 class AsyncioNaive(CoroutineVariant):

@@ -70,7 +70,7 @@ from lab.core.i18n import N_
 from lab.core.model import Scenario
 from lab.net.server import lockstep_wait_s
 from lab.variants.naive import search
-from lab.variants.protocol import RunEnv, Stage, Variant, VariantBase
+from lab.variants.protocol import OneProcessVariant, RunEnv, Stage, Variant
 
 __all__ = [
     "GREENLET_VARIANTS",
@@ -222,23 +222,16 @@ def host_locked(seated: list[tuple[Buyer, Any]]) -> None:
     _host(seated, grab_locked)
 
 
-def _unused(me: Buyer, kit: GeventKit) -> None:
-    """Never called: the host runs the buyers (a Stage still names a per-seat program)."""
-    raise AssertionError("gevent buyers run through Stage.host")
-
-
 # -- the variants -----------------------------------------------------------------------
 
 
-class GreenletVariant(VariantBase):
+class GreenletVariant(OneProcessVariant):
     """Shared by both variants: all buyers are greenlets in one process."""
 
     name: str
-    locks: tuple[str, ...] = ()
+    runs_as = "greenlets in one process; a greenlet cannot be killed alone"
     #: ``lab explore`` runs the greenlets on a hub of its own, one step at a time
     explorable = True
-    crash_safe = False
-    many_buyers_per_process = True
     host: Callable[[list[tuple[Buyer, Any]]], None]
     #: the buyer's greenlet body, for the explorer (the host spawns it in a run)
     grab: Grab
@@ -248,11 +241,7 @@ class GreenletVariant(VariantBase):
             raise UsageError(
                 f"{self.name} needs gevent: pip install 'ticket-race-lab[gevent]' (or gevent)"
             )
-        if scenario.crash > 0:
-            raise UsageError(
-                f"--crash: {self.name} runs its buyers as greenlets in one process; a greenlet "
-                "cannot be killed alone"
-            )
+        super().check(scenario)
 
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
@@ -262,7 +251,7 @@ class GreenletVariant(VariantBase):
             lockstep=env.scenario.lockstep,
             lockstep_timeout=lockstep_wait_s(n) + n * env.scenario.arrival,
         )
-        yield Stage(program=_unused, kit=kit, buyers_per_process=n, host=type(self).host)
+        yield Stage.hosted(type(self).host, kit, buyers_per_process=n)
 
 
 class GeventNaive(GreenletVariant):

@@ -61,7 +61,7 @@ from lab.core.i18n import N_
 from lab.core.model import Scenario
 from lab.variants import locked, naive
 from lab.variants.naive import search
-from lab.variants.protocol import RunEnv, Stage, Variant, VariantBase
+from lab.variants.protocol import OneProcessVariant, RunEnv, Stage, Variant
 
 __all__ = [
     "LOCKSTEP_MAX",
@@ -170,32 +170,21 @@ def host_locked(seated: list[tuple[Buyer, Any]]) -> None:
     _host(seated, task_locked, multiprocessing.get_context("fork").Lock())
 
 
-def _unused(me: Buyer, kit: ProcessPoolKit) -> None:
-    """Never called: the host runs the buyers (a Stage still names a per-seat program)."""
-    raise AssertionError("process-pool buyers run through Stage.host")
-
-
 # -- the variants -----------------------------------------------------------------------
 
 
-class _Pool(VariantBase):
+class _Pool(OneProcessVariant):
     """Shared by both variants: one pool of processes, made by the process seating every buyer."""
 
     name: str
-    locks: tuple[str, ...] = ()
+    runs_as = "tasks in a process pool; a task cannot be killed alone"
     explorable = False
-    crash_safe = False
-    many_buyers_per_process = True
     #: the pool's workers are forked from the buyers' process, and inherit the buyers so
     needs_fork = True
     host: Callable[[list[tuple[Buyer, Any]]], None]
 
     def check(self, scenario: Scenario) -> None:
-        if scenario.crash > 0:
-            raise UsageError(
-                f"--crash: {self.name} runs its buyers as tasks in a process pool; a task "
-                "cannot be killed alone"
-            )
+        super().check(scenario)
         if scenario.lockstep and scenario.buyers > LOCKSTEP_MAX:
             raise UsageError(
                 f"--lockstep: {self.name} needs a pool process per buyer; at most {LOCKSTEP_MAX}"
@@ -206,7 +195,7 @@ class _Pool(VariantBase):
         n = env.buyers
         workers = n if env.scenario.lockstep else min(n, POOL_WORKERS)
         kit = ProcessPoolKit(workers=workers, timeout=env.timeout)
-        yield Stage(program=_unused, kit=kit, buyers_per_process=n, host=type(self).host)
+        yield Stage.hosted(type(self).host, kit, buyers_per_process=n)
 
 
 class ProcessPoolNaive(_Pool):

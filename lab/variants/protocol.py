@@ -15,9 +15,18 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from lab.buyer import Bare, BareProgram, Host, Program
 from lab.core.contracts import VariantInfo
+from lab.core.errors import UsageError
 from lab.core.model import Scenario
 
-__all__ = ["MpContext", "RunEnv", "Stage", "Variant", "VariantBase", "VariantInfo"]
+__all__ = [
+    "MpContext",
+    "OneProcessVariant",
+    "RunEnv",
+    "Stage",
+    "Variant",
+    "VariantBase",
+    "VariantInfo",
+]
 
 K = TypeVar("K")
 
@@ -37,6 +46,11 @@ class RunEnv:
     buyers: int
     #: the longest any single wait (a reply, a lock, a join) may block before it is an error
     timeout: float
+
+
+def _run_by_host(me: Any, kit: Any) -> None:
+    """A hosted stage's per-seat program: never called, the host runs every buyer."""
+    raise AssertionError("this stage's buyers run through Stage.host")
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,13 @@ class Stage(Generic[K]):
     def kit_for(self, index: int) -> K:
         """Buyer ``index``'s kit: its own if the stage has one per buyer, else the shared one."""
         return self.kit if self.per_buyer is None else self.per_buyer[index]
+
+    @staticmethod
+    def hosted(host: Host, kit: K, *, buyers_per_process: int) -> Stage[K]:
+        """The stage of buyers that one process runs its own way (``host``): a loop, a hub."""
+        return Stage(
+            program=_run_by_host, kit=kit, buyers_per_process=buyers_per_process, host=host
+        )
 
     @staticmethod
     def alone(
@@ -129,3 +150,23 @@ class VariantBase:
 
     def check(self, scenario: Scenario) -> None:
         """No option to refuse beyond what the CLI already checks."""
+
+
+class OneProcessVariant(VariantBase):
+    """Every buyer of the run seated in one process (threads, tasks, greenlets, a pool).
+
+    ``--crash`` SIGKILLs a buyer, and none of these can be killed alone: killing
+    the process would kill every buyer. It is refused, in one line that says
+    how the buyers run (:attr:`runs_as`).
+    """
+
+    name: str
+    #: how the buyers run, for ``--crash``'s refusal
+    runs_as: str = "buyers in one process; a buyer cannot be killed alone"
+    locks: tuple[str, ...] = ()
+    crash_safe = False
+    many_buyers_per_process = True
+
+    def check(self, scenario: Scenario) -> None:
+        if scenario.crash > 0:
+            raise UsageError(f"--crash: {self.name} runs its buyers as {self.runs_as}")

@@ -61,13 +61,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.buyer import Buyer
-from lab.core.errors import UsageError
 from lab.core.i18n import N_
-from lab.core.model import Scenario
 from lab.variants import locked, naive
 from lab.variants.coroutines import COROUTINE_VARIANTS
 from lab.variants.naive import search
-from lab.variants.protocol import RunEnv, Stage, Variant, VariantBase
+from lab.variants.protocol import OneProcessVariant, RunEnv, Stage, Variant
 
 __all__ = [
     "POOL_WORKERS",
@@ -191,30 +189,15 @@ def pool_locked(seated: list[tuple[Buyer, Any]]) -> None:
     _pool_host(seated, task_locked)
 
 
-def _unused(me: Buyer, kit: PoolKit) -> None:
-    """Never called: the host runs the pool's buyers (a Stage still names a per-seat program)."""
-    raise AssertionError("thread-pool buyers run through Stage.host")
-
-
 # -- the variants -----------------------------------------------------------------------
 
 
-class _OneProcessOfThreads(VariantBase):
+class _OneProcessOfThreads(OneProcessVariant):
     """Shared by every variant here: all buyers are threads of one buyer process."""
 
     name: str
-    #: how a buyer runs, for ``--crash``'s refusal
     runs_as = "threads in one process; a thread cannot be killed alone"
-    locks: tuple[str, ...] = ()
-    #: the explorer pauses one buyer process per buyer; these share one
     explorable = False
-    #: ``--crash`` is refused: a thread cannot be SIGKILLed alone
-    crash_safe = False
-    many_buyers_per_process = True
-
-    def check(self, scenario: Scenario) -> None:
-        if scenario.crash > 0:
-            raise UsageError(f"--crash: {self.name} runs its buyers as {self.runs_as}")
 
 
 class ThreadsNaive(_OneProcessOfThreads):
@@ -275,8 +258,7 @@ class ThreadPoolNaive(_OneProcessOfThreads):
 
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
-        kit = _pool_kit(env, None)
-        yield Stage(program=_unused, kit=kit, buyers_per_process=env.buyers, host=pool_naive)
+        yield Stage.hosted(pool_naive, _pool_kit(env, None), buyers_per_process=env.buyers)
 
 
 class ThreadPoolLocked(_OneProcessOfThreads):
@@ -292,7 +274,7 @@ class ThreadPoolLocked(_OneProcessOfThreads):
     @contextmanager
     def stage(self, env: RunEnv) -> Iterator[Stage[Any]]:
         kit = _pool_kit(env, ThreadLock(env.timeout))
-        yield Stage(program=_unused, kit=kit, buyers_per_process=env.buyers, host=pool_locked)
+        yield Stage.hosted(pool_locked, kit, buyers_per_process=env.buyers)
 
 
 #: Every variant of this module and of :mod:`lab.variants.coroutines`, for the registry.
