@@ -8,7 +8,10 @@ server. See docs/architecture.md for the layers.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "VARIANTS",

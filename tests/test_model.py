@@ -87,6 +87,8 @@ def test_bad_latency_is_refused(spec: str) -> None:
     [
         ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "0–9"),
         ([1, 2, 3, 7], "1–3 and 7"),
+        ([0, 1], "0 and 1"),  # two in a row are two buyers, not a range
+        ([3, 4, 7], "3, 4 and 7"),
         ([4], "4"),
         ([1, 3, 5], "1, 3 and 5"),
     ],

@@ -304,3 +304,7 @@ def test_other_runs_sales_close_the_books_and_count_toward_double_sales() -> Non
     one = [e for i in range(3) for e in bought(i, 1)]
     naive = make(1, 0, one, 3, orders=((0, 1), (1, 1), (2, 1)), orders_elsewhere=(1, 1, 1))
     assert naive.oversold == 5
+    # The books line states true arithmetic: balanced with "=", or "≠" when they are not.
+    assert any("2 + 2 + 0 = 4" in line for line in evidence(shared))
+    assert any("3 + 3 + 0 ≠ 1" in line for line in evidence(naive))
+    assert not any("= 1." in line for line in evidence(naive))

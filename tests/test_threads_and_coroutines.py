@@ -243,3 +243,12 @@ def test_replay_runs_one_schedule_exactly(kind: str) -> None:
     assert result.oversold == 1 and result.lost_updates == 1
     with pytest.raises(ScheduleError):
         replay(BY_NAME[f"{kind}-naive"], 2, 1, "b0.write(0)")
+
+
+@pytest.mark.parametrize("name", ["processpool-naive", "threadpool-naive", "gevent-naive"])
+def test_arrival_spaces_the_buyers_of_one_process(name: str, tmp_path: Path) -> None:
+    """--arrival: buyer i starts no sooner than i x arrival after the gun, hosted or not."""
+    result = grab(name, tmp_path, buyers=4, tickets=4, arrival=0.05)
+    for receipt in result.receipts:
+        first = min(e.t for e in receipt.events)
+        assert first >= receipt.buyer * 0.05 - 0.005, (receipt.buyer, first)

@@ -7,11 +7,13 @@ so a new variant in the registry is tested the moment it is registered.
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 import lab.variants
 from lab.core.errors import UsageError
@@ -225,6 +227,11 @@ def test_a_racing_screen_names_the_fix_and_its_command(tmp_path: Path) -> None:
     raced = run_variant("naive", tmp_path, buyers=4, tickets=1, lockstep=True, seed=5)
     hint = fix_hint(raced, VARIANTS["naive"])
     assert hint is not None
-    assert "lab run locked --buyers 4 --tickets 1 --latency 0 --lockstep --seed 5" in hint.plain
+    console = Console(file=io.StringIO(), width=40, color_system=None)
+    console.print(hint, crop=False)
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert lines[0].startswith("The fix: a lock around the read")  # the prose wraps at 40...
+    command = "lab run locked --buyers 4 --tickets 1 --latency 0 --lockstep --seed 5"
+    assert lines[-1] == command  # ...the command is one whole line, to copy and paste
     held = run_variant("locked", tmp_path, buyers=4, tickets=1, seed=5)
     assert fix_hint(held, VARIANTS["locked"]) is None  # nothing to fix

@@ -675,7 +675,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         hint = render.fix_hint(result, variant, args.lang)
         if hint is not None:
             console.print()
-            console.print(hint, soft_wrap=True)
+            console.print(hint, crop=False)  # the command line whole, at any width
         if args.timeline:
             console.print(TimelineView(result, lang=args.lang))
     if args.html:

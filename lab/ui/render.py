@@ -61,7 +61,12 @@ def format_buyers(indices: Iterable[int], lang: Lang = "en") -> str:
     start = prev = None
     for n in [*nums, None]:
         if start is not None and prev is not None and (n is None or n != prev + 1):
-            parts.append(f"{start}" if start == prev else f"{start}–{prev}")
+            if start == prev:
+                parts.append(f"{start}")
+            elif prev == start + 1:  # two in a row read better as two: "0 and 1", not "0–1"
+                parts += [f"{start}", f"{prev}"]
+            else:
+                parts.append(f"{start}–{prev}")
             start = None
         if n is not None and start is None:
             start = n
@@ -358,15 +363,22 @@ def evidence(result: Result, lang: Lang = "en") -> list[str]:
             )
         )
     if r.sold_elsewhere:
-        lines.append(
-            _(
+        books = dict(
+            elsewhere=r.sold_elsewhere, tickets=r.tickets, sold=r.sold, remaining=r.remaining
+        )
+        if r.accounted:
+            line = _(
                 "Other runs (--join) sold {elsewhere} of the {tickets} tickets; the engine's "
                 "ledger names them, and the books count them: {sold} + {elsewhere} + "
                 "{remaining} = {tickets}."
-            ).format(
-                elsewhere=r.sold_elsewhere, tickets=r.tickets, sold=r.sold, remaining=r.remaining
             )
-        )
+        else:
+            line = _(
+                "Other runs (--join) recorded {elsewhere} sales of the {tickets} tickets in "
+                "the engine's ledger; with this run's, the books do not balance: {sold} + "
+                "{elsewhere} + {remaining} ≠ {tickets}."
+            )
+        lines.append(line.format(**books))
     if r.consistent and not r.raced:
         if r.own_program:
             lines.append(
@@ -380,14 +392,13 @@ def evidence(result: Result, lang: Lang = "en") -> list[str]:
                     if len(taken) == 1
                     else _("Every sale took a different ticket (#{first}…#{last})")
                 ).format(first=taken[0], last=taken[-1])
-                lines.append(
-                    sales
-                    + n_(
+                if r.sold_out:
+                    sales += n_(
                         "; {n} buyer read ticket_num=0 and went without.",
                         "; {n} buyers read ticket_num=0 and went without.",
                         r.sold_out,
                     ).format(n=r.sold_out)
-                )
+                lines.append(sales + ("" if r.sold_out else "."))
         elif r.tickets > 0:
             lines.append(
                 _(
@@ -461,7 +472,8 @@ def _tally_table(r: Result, lang: Lang = "en") -> Table:
         ("remaining", _("remaining"), "?" if r.remaining is None else r.remaining),
         ("oversold", _("oversold"), r.oversold),
         ("lost", _("lost updates"), "?" if r.lost_updates is None else r.lost_updates),
-        ("double", _("double-sold"), r.double_sold if numbered else "?"),
+        # The engine's ledger sees other runs' sales too (--join): the larger count.
+        ("double", _("double-sold"), max(r.double_sold, r.ledger_double_sold) if numbered else "?"),
         ("errors", _("errors"), r.errors),
     ]
     if r.killed:
@@ -484,10 +496,10 @@ def _outcome_word(outcome: str, lang: Lang) -> str:
     _, _n = translator(lang)
     words = {
         "bought": _("bought"),
-        "sold_out": _("sold_out"),
+        "sold_out": _("sold out"),
         "error": _("error"),
         "unknown": _("unknown"),
-        "gave_up": _("gave_up"),
+        "gave_up": _("gave up"),
     }
     return words.get(outcome, outcome)
 
@@ -559,7 +571,7 @@ def _ledger_line(ledger: Ledger, lang: Lang = "en") -> Text:
     return Text("\n" + head, style="bold") + Text(shown or _("(empty)"))
 
 
-def fix_hint(result: Result, variant: VariantInfo, lang: Lang = "en") -> Text | None:
+def fix_hint(result: Result, variant: VariantInfo, lang: Lang = "en") -> Group | None:
     """For a run that raced: what would fix it, and the command that shows the fix holding.
 
     The command repeats the run's own options (buyers, tickets, latency, lockstep,
@@ -585,8 +597,10 @@ def fix_hint(result: Result, variant: VariantInfo, lang: Lang = "en") -> Text | 
     text = Text(_("The fix: "), style="bold green")
     text.append(_(variant.fix))
     text.append("\n" + _("See it hold on the same seed: "))
-    text.append(command, style="bold")
-    return text
+    # The command is one unbroken line whatever the width (print with crop=False):
+    # it must survive copy and paste. The prose above wraps.
+    line = Text(command, style="bold", no_wrap=True, overflow="ignore")
+    return Group(text, line)
 
 
 def render_result(

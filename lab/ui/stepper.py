@@ -99,7 +99,8 @@ def step_session(
             Text(
                 "You caused that: the buyers you let read before anyone wrote all saw a ticket, "
                 "and each write overwrote the last. Try again and let each buyer write before the "
-                "next one reads, or try `lab step locked` and see the lock refuse you.",
+                f"next one reads, or try `lab step {variant.fixed_by or 'locked'}` and see the "
+                "lock refuse you.",
                 style="bold red",
             )
         )

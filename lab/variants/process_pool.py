@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -148,7 +149,12 @@ def _host(seated: list[tuple[Buyer, Any]], task: Callable[[int], None], lock: An
         initargs=(lock, os.getpid()),
     )
     try:
-        futures = [pool.submit(task, i) for i in range(len(seated))]
+        gun = time.monotonic()
+        futures = []
+        for i, me in enumerate(_SEATED):  # in arrival order: buyer i arrives i x --arrival
+            if (due := gun + me.arrival_s - time.monotonic()) > 0:
+                time.sleep(due)
+            futures.append(pool.submit(task, i))
         _, late = wait(futures, timeout=kit.timeout)
         for me, future in zip(_SEATED, futures, strict=True):
             if future in late:
