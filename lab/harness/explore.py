@@ -195,6 +195,19 @@ class _Schedule:
             return f"buyer {i} is blocked: buyer {self.holder} holds the lock"
         return None
 
+    def step(self, i: int) -> str:
+        """Let buyer ``i`` run to its next step point; return the step as ``b{i}.label``."""
+        mark = len(self._recorder.messages)
+        gate_before = self.at[i]
+        if not self._advance(i):
+            raise StepHang(f"buyer {i} did not reach its next step within {STEP_TIMEOUT_S:g} s")
+        return self._named(i, mark, gate_before)
+
+    def _advance(self, i: int) -> bool:
+        """Let paused buyer ``i`` go, and wait until it pauses again or ends (False: it
+        did not within :data:`STEP_TIMEOUT_S`). Each schedule lets go its own way."""
+        raise NotImplementedError
+
     def _named(self, i: int, mark: int, gate_before: str | None) -> str:
         """Name buyer ``i``'s step by the reports it made since ``mark``; track the lock."""
         new = self._recorder.messages[mark:]
@@ -348,17 +361,12 @@ class Gated(_Schedule):
 
     # -- scheduling --------------------------------------------------------------
 
-    def step(self, i: int) -> str:
-        """Let buyer ``i`` run to its next step point; return the step as ``b{i}.label``."""
-        mark = len(self._recorder.messages)
+    def _advance(self, i: int) -> bool:
         with self._cond:
-            gate_before = self.at[i]
             self.at[i] = None
         self._go[i].release()
         with self._cond:
-            if not self._cond.wait_for(lambda: self.at[i] is not None, STEP_TIMEOUT_S):
-                raise StepHang(f"buyer {i} did not reach its next step within {STEP_TIMEOUT_S:g} s")
-        return self._named(i, mark, gate_before)
+            return self._cond.wait_for(lambda: self.at[i] is not None, STEP_TIMEOUT_S)
 
 
 class GatedTasks(_Schedule):
@@ -428,20 +436,15 @@ class GatedTasks(_Schedule):
 
     # -- scheduling: as Gated ------------------------------------------------------
 
-    def step(self, i: int) -> str:
-        """Let task ``i`` run to its next switch point; return the step as ``b{i}.label``."""
-        mark = len(self._recorder.messages)
-        gate_before = self.at[i]
+    def _advance(self, i: int) -> bool:
         self.at[i] = None
         self._parked[i].clear()
         self._go[i].set()
         try:
             self._loop.run_until_complete(asyncio.wait_for(self._parked[i].wait(), STEP_TIMEOUT_S))
         except TimeoutError:
-            raise StepHang(
-                f"buyer {i} did not reach its next step within {STEP_TIMEOUT_S:g} s"
-            ) from None
-        return self._named(i, mark, gate_before)
+            return False
+        return True
 
 
 class GatedGreenlets(_Schedule):
@@ -501,16 +504,11 @@ class GatedGreenlets(_Schedule):
             self.at[i] = "end"
             self._parked[i].set()
 
-    def step(self, i: int) -> str:
-        """Let greenlet ``i`` run to its next switch point; return the step as ``b{i}.label``."""
-        mark = len(self._recorder.messages)
-        gate_before = self.at[i]
+    def _advance(self, i: int) -> bool:
         self.at[i] = None
         self._parked[i].clear()
         self._go[i].set()
-        if not self._parked[i].wait(STEP_TIMEOUT_S):
-            raise StepHang(f"buyer {i} did not reach its next step within {STEP_TIMEOUT_S:g} s")
-        return self._named(i, mark, gate_before)
+        return bool(self._parked[i].wait(STEP_TIMEOUT_S))  # the main greenlet waits: the hub runs
 
 
 def gated(
